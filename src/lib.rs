@@ -1,0 +1,2 @@
+//! tower-websockets
+pub mod protocol;

@@ -1,0 +1,451 @@
+//! The receive state machine (RFC 6455 §5.2–§5.6).
+
+use std::fmt;
+
+use super::close::{CloseCode, parse_close_payload};
+use super::frame::{FrameHeader, OpCode};
+use super::mask::apply_mask;
+use super::utf8::Utf8Validator;
+
+/// A protocol violation by the peer, and the close code it is answered
+/// with.
+///
+/// When the peer breaks the protocol the socket sends a Close frame with
+/// [`close_code`](ProtocolError::close_code), closes the connection and
+/// ends [`Aborted`](crate::WebSocketState::Aborted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// RSV1, RSV2 or RSV3 set without an extension that defines it.
+    ReservedBits,
+    /// A reserved opcode (3–7, 0xB–0xF).
+    ReservedOpcode(u8),
+    /// A 64-bit payload length with its most significant bit set.
+    InvalidLength,
+    /// A client frame without a mask (RFC 6455 §5.1).
+    UnmaskedFrame,
+    /// A control frame without FIN.
+    FragmentedControlFrame,
+    /// A control frame with more than 125 bytes of payload.
+    ControlFrameTooLarge,
+    /// A continuation frame with no message to continue.
+    UnexpectedContinuation,
+    /// A new text or binary frame while a fragmented message is open.
+    ExpectedContinuation,
+    /// A Close frame with a 1-byte payload.
+    InvalidClosePayload,
+    /// A Close frame with a code not allowed on the wire.
+    InvalidCloseCode(u16),
+    /// Invalid UTF-8 in a text message or close reason.
+    InvalidUtf8,
+    /// A message longer than the configured maximum message size.
+    MessageTooLarge,
+    /// A frame longer than the configured maximum frame size.
+    FrameTooLarge,
+}
+
+impl ProtocolError {
+    /// The close code this violation is answered with: 1007 for invalid
+    /// UTF-8, 1009 for exceeded limits, 1002 for everything else.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::MessageTooLarge | ProtocolError::FrameTooLarge => {
+                CloseCode::MESSAGE_TOO_BIG
+            }
+            _ => CloseCode::PROTOCOL_ERROR,
+        }
+    }
+
+    /// A short reason for the Close frame.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            ProtocolError::ReservedBits => "reserved bits set",
+            ProtocolError::ReservedOpcode(_) => "reserved opcode",
+            ProtocolError::InvalidLength => "invalid payload length",
+            ProtocolError::UnmaskedFrame => "unmasked client frame",
+            ProtocolError::FragmentedControlFrame => "fragmented control frame",
+            ProtocolError::ControlFrameTooLarge => "control frame too large",
+            ProtocolError::UnexpectedContinuation => "unexpected continuation frame",
+            ProtocolError::ExpectedContinuation => "expected continuation frame",
+            ProtocolError::InvalidClosePayload => "invalid close payload",
+            ProtocolError::InvalidCloseCode(_) => "invalid close code",
+            ProtocolError::InvalidUtf8 => "invalid utf-8",
+            ProtocolError::MessageTooLarge => "message too large",
+            ProtocolError::FrameTooLarge => "frame too large",
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::ReservedOpcode(op) => write!(f, "reserved opcode {op:#x}"),
+            ProtocolError::InvalidCloseCode(code) => write!(f, "invalid close code {code}"),
+            other => f.write_str(other.reason()),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// The receive limits, from [`WebSocketOptions`](crate::WebSocketOptions).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) max_message_size: u64,
+    pub(crate) max_frame_size: u64,
+}
+
+/// What a decoded header asks the caller to do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Header {
+    /// A data frame; feed its `len` payload bytes to [`Decoder::payload`].
+    /// A zero-length frame is already complete: `message_done` says
+    /// whether it ended the message.
+    Data {
+        text: bool,
+        len: u64,
+        message_done: bool,
+    },
+    /// A control frame; once `len` payload bytes are buffered, pass them to
+    /// [`Decoder::control`].
+    Control {
+        opcode: OpCode,
+        mask: [u8; 4],
+        len: usize,
+    },
+}
+
+/// A decoded control frame.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ControlFrame<'a> {
+    Ping(&'a [u8]),
+    Pong(&'a [u8]),
+    Close(Option<(CloseCode, &'a str)>),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct DataFrame {
+    remaining: u64,
+    mask: [u8; 4],
+    phase: usize,
+    fin: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct MessageState {
+    text: bool,
+    size: u64,
+    utf8: Utf8Validator,
+}
+
+/// The server-side receive state machine: validates headers against the
+/// protocol and the limits, unmasks payload in place and validates text as
+/// it arrives.
+#[derive(Debug)]
+pub(crate) struct Decoder {
+    limits: Limits,
+    /// RSV bits an extension has claimed (none yet; RSV1 once compression
+    /// is negotiated).
+    allowed_rsv: u8,
+    frame: Option<DataFrame>,
+    message: Option<MessageState>,
+}
+
+impl Decoder {
+    pub(crate) fn new(limits: Limits) -> Decoder {
+        Decoder {
+            limits,
+            allowed_rsv: 0,
+            frame: None,
+            message: None,
+        }
+    }
+
+    /// Payload bytes left in the current data frame (0 between frames).
+    pub(crate) fn remaining(&self) -> u64 {
+        self.frame.map_or(0, |f| f.remaining)
+    }
+
+    /// Whether the current message is text (None between messages).
+    pub(crate) fn message_is_text(&self) -> Option<bool> {
+        self.message.map(|m| m.text)
+    }
+
+    /// Decodes and validates the next frame header at the start of `buf`.
+    ///
+    /// Must only be called between frames (`remaining() == 0`). Returns
+    /// `Ok(None)` if `buf` holds only part of a header.
+    pub(crate) fn decode_header(
+        &mut self,
+        buf: &[u8],
+    ) -> Result<Option<(Header, usize)>, ProtocolError> {
+        debug_assert_eq!(self.remaining(), 0);
+        let Some((header, header_len)) = FrameHeader::parse(buf)? else {
+            return Ok(None);
+        };
+        if header.rsv & !self.allowed_rsv != 0 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        let Some(mask) = header.mask else {
+            return Err(ProtocolError::UnmaskedFrame);
+        };
+        if header.opcode.is_control() {
+            if !header.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            if header.payload_len > 125 {
+                return Err(ProtocolError::ControlFrameTooLarge);
+            }
+            let len = header.payload_len as usize;
+            return Ok(Some((
+                Header::Control {
+                    opcode: header.opcode,
+                    mask,
+                    len,
+                },
+                header_len,
+            )));
+        }
+        let mut message = match (header.opcode, self.message) {
+            (OpCode::Continuation, Some(message)) => message,
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            (opcode, None) => MessageState {
+                text: opcode == OpCode::Text,
+                size: 0,
+                utf8: Utf8Validator::default(),
+            },
+        };
+        if header.payload_len > self.limits.max_frame_size {
+            return Err(ProtocolError::FrameTooLarge);
+        }
+        message.size = message.size.saturating_add(header.payload_len);
+        if message.size > self.limits.max_message_size {
+            return Err(ProtocolError::MessageTooLarge);
+        }
+        let text = message.text;
+        let mut message_done = false;
+        if header.payload_len == 0 {
+            if header.fin {
+                finish_message(&mut message)?;
+                self.message = None;
+                message_done = true;
+            } else {
+                self.message = Some(message);
+            }
+        } else {
+            self.message = Some(message);
+            self.frame = Some(DataFrame {
+                remaining: header.payload_len,
+                mask,
+                phase: 0,
+                fin: header.fin,
+            });
+        }
+        Ok(Some((
+            Header::Data {
+                text,
+                len: header.payload_len,
+                message_done,
+            },
+            header_len,
+        )))
+    }
+
+    /// Unmasks and validates the next `chunk` of the current data frame's
+    /// payload in place. `chunk` must not be longer than `remaining()`.
+    ///
+    /// Returns whether this chunk completed the message.
+    pub(crate) fn payload(&mut self, chunk: &mut [u8]) -> Result<bool, ProtocolError> {
+        let (Some(frame), Some(message)) = (self.frame.as_mut(), self.message.as_mut()) else {
+            debug_assert!(chunk.is_empty(), "payload outside a data frame");
+            return Ok(false);
+        };
+        debug_assert!(chunk.len() as u64 <= frame.remaining);
+        frame.phase = apply_mask(chunk, frame.mask, frame.phase);
+        frame.remaining -= chunk.len() as u64;
+        if message.text {
+            message.utf8.feed(chunk).map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if frame.remaining > 0 {
+            return Ok(false);
+        }
+        let fin = frame.fin;
+        self.frame = None;
+        if !fin {
+            return Ok(false);
+        }
+        let result = finish_message(message);
+        self.message = None;
+        result.map(|()| true)
+    }
+
+    /// Unmasks and interprets a complete control frame payload.
+    pub(crate) fn control<'a>(
+        &mut self,
+        opcode: OpCode,
+        mask: [u8; 4],
+        payload: &'a mut [u8],
+    ) -> Result<ControlFrame<'a>, ProtocolError> {
+        apply_mask(payload, mask, 0);
+        match opcode {
+            OpCode::Ping => Ok(ControlFrame::Ping(payload)),
+            OpCode::Pong => Ok(ControlFrame::Pong(payload)),
+            _ => parse_close_payload(payload).map(ControlFrame::Close),
+        }
+    }
+}
+
+fn finish_message(message: &mut MessageState) -> Result<(), ProtocolError> {
+    if message.text {
+        message.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::{MAX_HEADER_LEN, encode_header};
+
+    const MASK: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
+
+    fn limits() -> Limits {
+        Limits {
+            max_message_size: 1000,
+            max_frame_size: 500,
+        }
+    }
+
+    fn frame(fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let n = encode_header(&mut header, fin, rsv, opcode, Some(MASK), payload.len() as u64);
+        let mut out = header[..n].to_vec();
+        let mut body = payload.to_vec();
+        apply_mask(&mut body, MASK, 0);
+        out.extend(body);
+        out
+    }
+
+    /// Feeds whole frames; returns the messages (text flag, payload) or the
+    /// first error.
+    fn run(decoder: &mut Decoder, mut wire: Vec<u8>) -> Result<Vec<(bool, Vec<u8>)>, ProtocolError> {
+        let mut messages = Vec::new();
+        let mut current = Vec::new();
+        let mut pos = 0;
+        while pos < wire.len() {
+            let (header, n) = decoder.decode_header(&wire[pos..])?.expect("whole header");
+            pos += n;
+            match header {
+                Header::Data { text, len, message_done } => {
+                    let len = len as usize;
+                    let chunk = &mut wire[pos..pos + len];
+                    let done = if len == 0 { message_done } else { decoder.payload(chunk)? };
+                    current.extend_from_slice(chunk);
+                    pos += len;
+                    if done {
+                        messages.push((text, std::mem::take(&mut current)));
+                    }
+                }
+                Header::Control { opcode, mask, len } => {
+                    decoder.control(opcode, mask, &mut wire[pos..pos + len])?;
+                    pos += len;
+                }
+            }
+        }
+        Ok(messages)
+    }
+
+    #[test]
+    fn fragmented_text_with_interleaved_ping() {
+        let mut wire = frame(false, 0, OpCode::Text, "κό".as_bytes());
+        wire.extend(frame(true, 0, OpCode::Ping, b"p"));
+        wire.extend(frame(false, 0, OpCode::Continuation, b""));
+        wire.extend(frame(true, 0, OpCode::Continuation, "σμε".as_bytes()));
+        let mut d = Decoder::new(limits());
+        assert_eq!(run(&mut d, wire), Ok(vec![(true, "κόσμε".as_bytes().to_vec())]));
+    }
+
+    #[test]
+    fn empty_messages() {
+        let mut wire = frame(true, 0, OpCode::Text, b"");
+        wire.extend(frame(true, 0, OpCode::Binary, b""));
+        let mut d = Decoder::new(limits());
+        assert_eq!(run(&mut d, wire), Ok(vec![(true, vec![]), (false, vec![])]));
+    }
+
+    #[test]
+    fn violations_map_to_close_codes() {
+        let cases: Vec<(Vec<u8>, ProtocolError, u16)> = vec![
+            (frame(true, 0b100, OpCode::Text, b"x"), ProtocolError::ReservedBits, 1002),
+            (frame(true, 0b001, OpCode::Binary, b"x"), ProtocolError::ReservedBits, 1002),
+            (vec![0x81, 0x01, b'x'], ProtocolError::UnmaskedFrame, 1002),
+            (vec![0x83, 0x80, 0, 0, 0, 0], ProtocolError::ReservedOpcode(3), 1002),
+            (vec![0x8B, 0x80, 0, 0, 0, 0], ProtocolError::ReservedOpcode(0xB), 1002),
+            (frame(false, 0, OpCode::Ping, b""), ProtocolError::FragmentedControlFrame, 1002),
+            (frame(true, 0, OpCode::Ping, &[0; 126]), ProtocolError::ControlFrameTooLarge, 1002),
+            (frame(true, 0, OpCode::Continuation, b"x"), ProtocolError::UnexpectedContinuation, 1002),
+            (
+                [frame(false, 0, OpCode::Text, b"a"), frame(true, 0, OpCode::Text, b"b")].concat(),
+                ProtocolError::ExpectedContinuation,
+                1002,
+            ),
+            (frame(true, 0, OpCode::Close, &[3]), ProtocolError::InvalidClosePayload, 1002),
+            (frame(true, 0, OpCode::Close, &[0, 0]), ProtocolError::InvalidCloseCode(0), 1002),
+            (frame(true, 0, OpCode::Text, b"\xFF"), ProtocolError::InvalidUtf8, 1007),
+            (frame(true, 0, OpCode::Text, b"\xCE"), ProtocolError::InvalidUtf8, 1007),
+            (frame(true, 0, OpCode::Binary, &[0; 501]), ProtocolError::FrameTooLarge, 1009),
+            (
+                [frame(false, 0, OpCode::Binary, &[0; 500]), frame(false, 0, OpCode::Continuation, &[0; 500]), frame(true, 0, OpCode::Continuation, &[0; 1])].concat(),
+                ProtocolError::MessageTooLarge,
+                1009,
+            ),
+        ];
+        for (wire, error, code) in cases {
+            let mut d = Decoder::new(limits());
+            assert_eq!(run(&mut d, wire), Err(error));
+            assert_eq!(error.close_code().as_u16(), code);
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_the_first_bad_chunk() {
+        // The frame announces 100 bytes; the first 3 already cannot be
+        // UTF-8, so the error comes before the rest arrives.
+        let mut wire = frame(true, 0, OpCode::Text, &[b'\xF4'; 100]);
+        let mut d = Decoder::new(limits());
+        let (header, n) = d.decode_header(&wire).unwrap().unwrap();
+        assert!(matches!(header, Header::Data { len: 100, .. }));
+        assert_eq!(d.payload(&mut wire[n..n + 3]), Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn payload_in_pieces_matches_whole() {
+        let text = "héllo wörld €𝄞".repeat(5);
+        let mut wire = frame(true, 0, OpCode::Text, text.as_bytes());
+        let mut d = Decoder::new(limits());
+        let (_, n) = d.decode_header(&wire).unwrap().unwrap();
+        let payload = &mut wire[n..];
+        let mut done = false;
+        for chunk in payload.chunks_mut(3) {
+            done = d.payload(chunk).unwrap();
+        }
+        assert!(done);
+        assert_eq!(payload, text.as_bytes());
+        assert_eq!(d.remaining(), 0);
+        assert_eq!(d.message_is_text(), None);
+    }
+
+    #[test]
+    fn close_frames() {
+        let mut d = Decoder::new(limits());
+        let mut payload = vec![0x03, 0xE8, b'o', b'k'];
+        apply_mask(&mut payload, MASK, 0);
+        assert_eq!(
+            d.control(OpCode::Close, MASK, &mut payload),
+            Ok(ControlFrame::Close(Some((CloseCode::NORMAL, "ok"))))
+        );
+    }
+}
