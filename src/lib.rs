@@ -1,2 +1,124 @@
-//! tower-websockets
-pub mod protocol;
+//! Server-side WebSockets for any hyper 1.x / tower 0.5 stack, modelled on
+//! ASP.NET Core's WebSockets middleware, with its own RFC 6455 engine.
+//!
+//! Add [`WebSocketLayer`] to the stack (`UseWebSockets`), find the
+//! [`WebSocketUpgrade`] in a request (`IsWebSocketRequest`),
+//! [`accept`](WebSocketUpgrade::accept) it (`AcceptWebSocketAsync`), and
+//! receive, send and close on the [`WebSocket`]. The request pipeline
+//! inside the layer stays alive until the socket is finished.
+//!
+//! ```
+//! use std::convert::Infallible;
+//!
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use hyper::body::{Bytes, Incoming};
+//! use hyper_util::rt::{TokioExecutor, TokioIo};
+//! use hyper_util::server::conn::auto;
+//! use hyper_util::service::TowerToHyperService;
+//! use tower::ServiceBuilder;
+//! use tower_websockets::{WebSocketLayer, WebSocketOptions, WebSocketUpgrade};
+//!
+//! async fn handler(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+//!     let Some(upgrade) = WebSocketUpgrade::from_request(&mut req) else {
+//!         let mut response = Response::new(Full::from("not a websocket request"));
+//!         *response.status_mut() = StatusCode::BAD_REQUEST;
+//!         return Ok(response);
+//!     };
+//!     let Ok(mut socket) = upgrade.accept().await else {
+//!         return Ok(Response::default());
+//!     };
+//!     // The ASP.NET echo loop, line by line.
+//!     let mut buf = vec![0; 4096];
+//!     let Ok(mut result) = socket.receive(&mut buf).await else {
+//!         return Ok(Response::default());
+//!     };
+//!     while result.close_status().is_none() && result.message_type() != tower_websockets::MessageType::Close {
+//!         let echoed = socket.send(&buf[..result.count()], result.message_type(), result.end_of_message());
+//!         if echoed.await.is_err() { break; }
+//!         match socket.receive(&mut buf).await {
+//!             Ok(next) => result = next,
+//!             Err(_) => break,
+//!         }
+//!     }
+//!     let _ = socket.close(result.close_status(), result.close_description().unwrap_or("")).await;
+//!     Ok(Response::default()) // discarded: the 101 was already sent
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let layer = WebSocketLayer::new(WebSocketOptions::default())?;
+//! let service = ServiceBuilder::new().layer(layer).service_fn(handler);
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let addr = listener.local_addr()?;
+//! # let server = tokio::spawn(async move {
+//! loop {
+//!     let (tcp, _) = listener.accept().await?;
+//!     let service = TowerToHyperService::new(service.clone());
+//!     tokio::spawn(async move {
+//!         // Upgrades must be enabled for WebSockets.
+//!         let _ = auto::Builder::new(TokioExecutor::new())
+//!             .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+//!             .await;
+//!     });
+//! }
+//! # #[allow(unreachable_code)] Ok::<(), std::io::Error>(())
+//! # });
+//! # use futures_util::{SinkExt, StreamExt};
+//! # let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await?;
+//! # client.send(tokio_tungstenite::tungstenite::Message::text("hello")).await?;
+//! # let echoed = client.next().await.unwrap()?;
+//! # assert_eq!(echoed.into_text()?.as_str(), "hello");
+//! # server.abort();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The parts
+//!
+//! | ASP.NET Core | here |
+//! | --- | --- |
+//! | `app.UseWebSockets(options)` | [`WebSocketLayer::new`] |
+//! | `WebSocketOptions` | [`WebSocketOptions`] |
+//! | `HttpContext.WebSockets.IsWebSocketRequest` | [`WebSocketUpgrade::from_request`] / [`WebSocketUpgrade::is_websocket_request`] |
+//! | `AcceptWebSocketAsync(context)` | [`WebSocketUpgrade::accept_with`]\([`AcceptOptions`]) |
+//! | `WebSocket` | [`WebSocket`] |
+//! | `WebSocketReceiveResult` | [`ReceiveResult`] |
+//! | `WebSocketState`, `WebSocketCloseStatus` | [`WebSocketState`], [`CloseCode`] |
+//! | the `TaskCompletionSource` pattern | [`WebSocket::finished`] |
+//!
+//! See [`layer`] for where to place the layer in a stack and what outer
+//! and inner layers see, and [`WebSocket`] for the close handshake.
+//!
+//! # Requirements
+//!
+//! A tokio runtime (the inner pipeline of an accepted request and the
+//! keep-alive timer run on tasks of their own), and a hyper connection
+//! served with upgrades enabled: `http1::Builder::serve_connection(..)
+//! .with_upgrades()` or hyper-util's `serve_connection_with_upgrades`.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod error;
+mod handshake;
+pub mod layer;
+mod options;
+mod protocol;
+mod socket;
+mod upgrade;
+
+pub use error::Error;
+pub use handshake::HandshakeRejection;
+pub use layer::{ResponseFuture, WebSocketLayer, WebSocketService};
+pub use options::{
+    DEFAULT_CLOSE_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_RECEIVE_BUFFER_SIZE, OptionsError, WebSocketOptions,
+};
+pub use protocol::close::InvalidCloseCode;
+pub use protocol::{CloseCode, ProtocolError};
+pub use socket::{
+    CloseFrame, Message, MessageType, ReceiveResult, WebSocket, WebSocketReader, WebSocketState,
+    WebSocketWriter,
+};
+pub use upgrade::{AcceptOptions, WebSocketUpgrade};

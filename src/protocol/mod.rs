@@ -7,12 +7,12 @@
 //!
 //! The pieces, each in its own file:
 //!
-//! - [`frame`]: the frame header codec (7/16/64-bit lengths, masks) and
+//! - `frame`: the frame header codec (7/16/64-bit lengths, masks) and
 //!   [`OpCode`].
-//! - [`mask`]: in-place XOR unmasking, a machine word at a time.
-//! - [`utf8`]: incremental, fail-fast UTF-8 validation across fragments.
-//! - [`close`]: [`CloseCode`] and close-frame payloads.
-//! - [`decoder`]: the receive state machine (fragmentation, control
+//! - `mask`: in-place XOR unmasking, a machine word at a time.
+//! - `utf8`: incremental, fail-fast UTF-8 validation across fragments.
+//! - `close`: [`CloseCode`] and close-frame payloads.
+//! - `decoder`: the receive state machine (fragmentation, control
 //!   frames, limits, UTF-8) that maps every violation to its close code.
 
 pub(crate) mod close;
@@ -24,4 +24,4 @@ pub(crate) mod utf8;
 pub use close::CloseCode;
 pub(crate) use decoder::{ControlFrame, Decoder, Header, Limits};
 pub use decoder::ProtocolError;
-pub(crate) use frame::{FrameHeader, OpCode, encode_header, MAX_HEADER_LEN};
+pub(crate) use frame::{MAX_HEADER_LEN, OpCode, encode_header};

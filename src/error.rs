@@ -1,0 +1,106 @@
+//! The socket's [`Error`].
+
+use std::{fmt, io};
+
+use crate::protocol::ProtocolError;
+
+/// Why a [`WebSocket`](crate::WebSocket) operation or an
+/// [`accept`](crate::WebSocketUpgrade::accept) failed.
+///
+/// Formatting prints this error only; the cause, where there is one (an
+/// I/O error, a protocol violation, hyper's upgrade error), is returned by
+/// [`source`](std::error::Error::source), never repeated in `Display`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading from or writing to the connection failed; the socket is
+    /// aborted.
+    Io(io::Error),
+    /// The peer broke the protocol; the socket sent a Close frame with
+    /// [`ProtocolError::close_code`] and is aborted.
+    Protocol(ProtocolError),
+    /// The peer closed the TCP connection without a close handshake; the
+    /// socket is aborted.
+    ConnectionReset,
+    /// The socket was aborted (by [`abort`](crate::WebSocket::abort), an
+    /// earlier error, or the close timeout) and can no longer be used.
+    Aborted,
+    /// The close handshake finished; nothing more can be received.
+    Closed,
+    /// A send after this side's Close frame was sent.
+    SendAfterClose,
+    /// The peer did not answer our Close frame within the close timeout;
+    /// the connection was dropped and the socket is aborted.
+    CloseTimeout,
+    /// A call that does not fit the socket's state or arguments, such as
+    /// changing message type in the middle of a fragmented message or
+    /// sending [`MessageType::Close`](crate::MessageType::Close) as data.
+    InvalidArgument(&'static str),
+    /// [`accept`](crate::WebSocketUpgrade::accept) was called on a handle
+    /// whose request was already accepted.
+    AlreadyAccepted,
+    /// [`accept_with`](crate::WebSocketUpgrade::accept_with) chose a
+    /// subprotocol the client did not offer.
+    SubprotocolNotOffered,
+    /// The HTTP connection ended before the handshake response was sent.
+    HandshakeAborted,
+    /// hyper could not hand over the upgraded connection.
+    Upgrade(hyper::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Error::Io(_) => "websocket i/o error",
+            Error::Protocol(_) => "websocket protocol error",
+            Error::ConnectionReset => "connection closed without a close handshake",
+            Error::Aborted => "websocket was aborted",
+            Error::Closed => "websocket is closed",
+            Error::SendAfterClose => "cannot send after the close frame was sent",
+            Error::CloseTimeout => "peer did not answer the close frame in time",
+            Error::InvalidArgument(message) => message,
+            Error::AlreadyAccepted => "websocket request was already accepted",
+            Error::SubprotocolNotOffered => "subprotocol was not offered by the client",
+            Error::HandshakeAborted => "connection ended before the handshake response was sent",
+            Error::Upgrade(_) => "connection upgrade failed",
+        })
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Protocol(e) => Some(e),
+            Error::Upgrade(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<ProtocolError> for Error {
+    fn from(e: ProtocolError) -> Self {
+        Error::Protocol(e)
+    }
+}
+
+impl Error {
+    /// A cheap copy for repeating a terminal error to later calls (I/O
+    /// errors keep their kind, not their payload).
+    pub(crate) fn replay(&self) -> Error {
+        match self {
+            Error::Io(e) => Error::Io(io::Error::from(e.kind())),
+            Error::Protocol(e) => Error::Protocol(*e),
+            Error::ConnectionReset => Error::ConnectionReset,
+            Error::CloseTimeout => Error::CloseTimeout,
+            Error::Closed => Error::Closed,
+            _ => Error::Aborted,
+        }
+    }
+}

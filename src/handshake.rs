@@ -1,0 +1,310 @@
+//! The opening handshake (RFC 6455 §4.2): detecting a WebSocket request
+//! and building the response.
+//!
+//! Detection is a pure function of the request head, so it is unit-tested
+//! and fuzzed without a server. HTTP/1.1 upgrades are handled here; the
+//! [`Flavor`] enum is where HTTP/2 extended CONNECT (RFC 8441) plugs in.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use sha1::{Digest, Sha1};
+
+/// `Sec-WebSocket-Key`.
+pub(crate) const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+/// `Sec-WebSocket-Accept`.
+pub(crate) const SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
+/// `Sec-WebSocket-Version`.
+pub(crate) const SEC_WEBSOCKET_VERSION: HeaderName =
+    HeaderName::from_static("sec-websocket-version");
+/// `Sec-WebSocket-Protocol`.
+pub(crate) const SEC_WEBSOCKET_PROTOCOL: HeaderName =
+    HeaderName::from_static("sec-websocket-protocol");
+/// `Sec-WebSocket-Extensions`.
+pub(crate) const SEC_WEBSOCKET_EXTENSIONS: HeaderName =
+    HeaderName::from_static("sec-websocket-extensions");
+
+const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// How the WebSocket was requested, and so how it is accepted.
+#[derive(Clone, Debug)]
+pub(crate) enum Flavor {
+    /// HTTP/1.1 `GET` + `Upgrade: websocket`: accepted with `101` and this
+    /// `Sec-WebSocket-Accept` value.
+    Http11 { accept: HeaderValue },
+}
+
+/// A request that passed detection.
+#[derive(Clone, Debug)]
+pub(crate) struct Handshake {
+    pub(crate) flavor: Flavor,
+    pub(crate) subprotocols: Vec<Box<str>>,
+    pub(crate) extensions: Vec<Box<str>>,
+}
+
+/// Why a request is not a valid WebSocket request, and the HTTP answer
+/// RFC 6455 gives it.
+///
+/// [`WebSocketLayer`](crate::WebSocketLayer) passes every such request to
+/// the inner service untouched, as ASP.NET Core does; an application that
+/// wants to answer it can call [`HandshakeRejection::check`] and send
+/// [`into_response`](HandshakeRejection::into_response), which for a wrong
+/// version is `426 Upgrade Required` with `Sec-WebSocket-Version: 13`.
+///
+/// ```
+/// use http::{Request, StatusCode};
+/// use tower_websockets::HandshakeRejection;
+///
+/// let req = Request::get("/ws")
+///     .header("connection", "Upgrade")
+///     .header("upgrade", "websocket")
+///     .header("sec-websocket-version", "8")
+///     .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+///     .body(())
+///     .unwrap();
+/// let rejection = HandshakeRejection::check(&req).unwrap_err();
+/// assert_eq!(rejection, HandshakeRejection::UnsupportedVersion);
+/// assert_eq!(rejection.status(), StatusCode::UPGRADE_REQUIRED);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeRejection {
+    /// No `Upgrade: websocket` token: an ordinary HTTP request.
+    NotWebSocket,
+    /// An upgrade over HTTP/1.0 (RFC 6455 requires HTTP/1.1 or later).
+    UnsupportedHttpVersion,
+    /// A WebSocket upgrade with a method other than `GET`.
+    MethodNotGet,
+    /// No `upgrade` token in `Connection`.
+    ConnectionNotUpgrade,
+    /// `Sec-WebSocket-Version` missing or not `13`.
+    UnsupportedVersion,
+    /// `Sec-WebSocket-Key` missing or repeated.
+    MissingKey,
+    /// `Sec-WebSocket-Key` that is not the base64 form of 16 bytes.
+    InvalidKey,
+}
+
+impl HandshakeRejection {
+    /// Checks a request against RFC 6455 §4.2.1.
+    ///
+    /// # Errors
+    ///
+    /// The first requirement the request does not meet.
+    pub fn check<B>(req: &Request<B>) -> Result<(), HandshakeRejection> {
+        detect(req).map(drop)
+    }
+
+    /// The HTTP status RFC 6455 answers this rejection with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HandshakeRejection::MethodNotGet => StatusCode::METHOD_NOT_ALLOWED,
+            HandshakeRejection::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A bare response with [`status`](Self::status); for a wrong version
+    /// it carries `Sec-WebSocket-Version: 13` (RFC 6455 §4.4), and for a
+    /// wrong method `Allow: GET`.
+    pub fn into_response<B: Default>(self) -> Response<B> {
+        let mut response = Response::new(B::default());
+        *response.status_mut() = self.status();
+        match self {
+            HandshakeRejection::UnsupportedVersion => {
+                response
+                    .headers_mut()
+                    .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            }
+            HandshakeRejection::MethodNotGet => {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl fmt::Display for HandshakeRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HandshakeRejection::NotWebSocket => "not a websocket request",
+            HandshakeRejection::UnsupportedHttpVersion => "websocket upgrade over http/1.0",
+            HandshakeRejection::MethodNotGet => "websocket request method is not GET",
+            HandshakeRejection::ConnectionNotUpgrade => "connection header lacks the upgrade token",
+            HandshakeRejection::UnsupportedVersion => "unsupported sec-websocket-version",
+            HandshakeRejection::MissingKey => "missing or repeated sec-websocket-key",
+            HandshakeRejection::InvalidKey => "invalid sec-websocket-key",
+        })
+    }
+}
+
+impl std::error::Error for HandshakeRejection {}
+
+/// Whether any comma-separated token of any `name` header equals `token`
+/// (ASCII case-insensitive).
+pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// All comma-separated tokens of all `name` headers, trimmed, non-empty.
+fn tokens(headers: &HeaderMap, name: &HeaderName) -> Vec<Box<str>> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(Box::from)
+        .collect()
+}
+
+/// The value of a header that must appear exactly once.
+fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    values.next().is_none().then_some(first)
+}
+
+/// Detects a WebSocket request (RFC 6455 §4.2.1).
+pub(crate) fn detect<B>(req: &Request<B>) -> Result<Handshake, HandshakeRejection> {
+    let headers = req.headers();
+    if !has_token(headers, &header::UPGRADE, "websocket") {
+        return Err(HandshakeRejection::NotWebSocket);
+    }
+    if req.version() < Version::HTTP_11 || req.version() >= Version::HTTP_2 {
+        // HTTP/2 uses extended CONNECT (RFC 8441), not Upgrade.
+        return Err(HandshakeRejection::UnsupportedHttpVersion);
+    }
+    if req.method() != Method::GET {
+        return Err(HandshakeRejection::MethodNotGet);
+    }
+    if !has_token(headers, &header::CONNECTION, "upgrade") {
+        return Err(HandshakeRejection::ConnectionNotUpgrade);
+    }
+    match single(headers, &SEC_WEBSOCKET_VERSION) {
+        Some(v) if v.as_bytes().trim_ascii() == b"13" => {}
+        _ => return Err(HandshakeRejection::UnsupportedVersion),
+    }
+    let key = single(headers, &SEC_WEBSOCKET_KEY).ok_or(HandshakeRejection::MissingKey)?;
+    let key = key.as_bytes().trim_ascii();
+    match BASE64.decode(key) {
+        Ok(decoded) if decoded.len() == 16 => {}
+        _ => return Err(HandshakeRejection::InvalidKey),
+    }
+    Ok(Handshake {
+        flavor: Flavor::Http11 {
+            accept: accept_key(key),
+        },
+        subprotocols: tokens(headers, &SEC_WEBSOCKET_PROTOCOL),
+        extensions: tokens(headers, &SEC_WEBSOCKET_EXTENSIONS),
+    })
+}
+
+/// `Sec-WebSocket-Accept` for a key: base64(SHA-1(key + GUID)).
+pub(crate) fn accept_key(key: &[u8]) -> HeaderValue {
+    let mut sha1 = Sha1::new();
+    sha1.update(key);
+    sha1.update(GUID);
+    let encoded = BASE64.encode(sha1.finalize());
+    HeaderValue::try_from(encoded).expect("base64 is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> http::request::Builder {
+        Request::get("/ws")
+            .header("host", "example")
+            .header("connection", "keep-alive, Upgrade")
+            .header("upgrade", "WebSocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+    }
+
+    #[test]
+    fn rfc_accept_key_example() {
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn valid_request_is_detected() {
+        let req = request()
+            .header("sec-websocket-protocol", "chat, superchat")
+            .header("sec-websocket-protocol", "v3")
+            .body(())
+            .unwrap();
+        let handshake = detect(&req).unwrap();
+        let Flavor::Http11 { accept } = &handshake.flavor;
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            handshake.subprotocols,
+            vec!["chat".into(), "superchat".into(), "v3".into()] as Vec<Box<str>>
+        );
+    }
+
+    #[test]
+    fn connection_tokens_may_span_header_lines() {
+        let req = Request::get("/ws")
+            .header("connection", "keep-alive")
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "AAAAAAAAAAAAAAAAAAAAAA==")
+            .body(())
+            .unwrap();
+        assert!(detect(&req).is_ok());
+    }
+
+    #[test]
+    fn each_requirement_is_checked() {
+        let plain = Request::get("/").body(()).unwrap();
+        assert_eq!(detect(&plain).unwrap_err(), HandshakeRejection::NotWebSocket);
+
+        let post = request().method("POST").body(()).unwrap();
+        assert_eq!(detect(&post).unwrap_err(), HandshakeRejection::MethodNotGet);
+
+        let http10 = request().version(Version::HTTP_10).body(()).unwrap();
+        assert_eq!(detect(&http10).unwrap_err(), HandshakeRejection::UnsupportedHttpVersion);
+
+        let mut no_conn = request().body(()).unwrap();
+        no_conn.headers_mut().insert("connection", HeaderValue::from_static("keep-alive"));
+        assert_eq!(detect(&no_conn).unwrap_err(), HandshakeRejection::ConnectionNotUpgrade);
+
+        let mut v8 = request().body(()).unwrap();
+        v8.headers_mut().insert("sec-websocket-version", HeaderValue::from_static("8"));
+        assert_eq!(detect(&v8).unwrap_err(), HandshakeRejection::UnsupportedVersion);
+
+        let mut no_key = request().body(()).unwrap();
+        no_key.headers_mut().remove("sec-websocket-key");
+        assert_eq!(detect(&no_key).unwrap_err(), HandshakeRejection::MissingKey);
+
+        let two_keys = request().header("sec-websocket-key", "AAAAAAAAAAAAAAAAAAAAAA==").body(()).unwrap();
+        assert_eq!(detect(&two_keys).unwrap_err(), HandshakeRejection::MissingKey);
+
+        for bad in ["AAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAAAA=", "not base64 at all!!!!!==", "AAAAAAAAAAAAAAAAAAAAAAAA"] {
+            let mut req = request().body(()).unwrap();
+            req.headers_mut().insert("sec-websocket-key", HeaderValue::from_static(bad));
+            assert_eq!(detect(&req).unwrap_err(), HandshakeRejection::InvalidKey, "{bad}");
+        }
+    }
+
+    #[test]
+    fn version_rejection_answers_426() {
+        let response: Response<()> = HandshakeRejection::UnsupportedVersion.into_response();
+        assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(response.headers()[SEC_WEBSOCKET_VERSION], "13");
+    }
+}

@@ -1,0 +1,40 @@
+//! The tower middleware: [`WebSocketLayer`], [`WebSocketService`] and its
+//! [`ResponseFuture`].
+//!
+//! # Where to place the layer
+//!
+//! ```text
+//!   request ──▶ ┌──────────────── outer layers (e.g. TraceLayer) ───────────────┐
+//!               │ see the request and the handshake response (101) only       │
+//!               │   ┌──────────────── WebSocketLayer ──────────────────────┐   │
+//!               │   │ detects, checks Origin (403), adds WebSocketUpgrade  │   │
+//!               │   │   ┌──────── inner layers (e.g. ConcurrencyLimit) ──┐  │   │
+//!               │   │   │ their future is held until the socket is       │  │   │
+//!               │   │   │ finished: a limit here counts live sockets     │  │   │
+//!               │   │   │        handler: accept(), receive, send ...    │  │   │
+//!               │   │   └────────────────────────────────────────────────┘  │   │
+//!               │   └────────────────────────────────────────────────────────┘   │
+//!               └───────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! When the handler accepts, the layer's future returns the handshake
+//! response so hyper can send it, and moves the inner future to a task of
+//! its own that polls it to completion and keeps it (unfinished or
+//! finished, but not dropped) until the socket is closed, aborted or
+//! dropped. Anything an inner layer keeps in its future, such as
+//! `ConcurrencyLimit`'s permit or a span guard, lives exactly as long as
+//! the socket. An inner layer that acts when its future *completes* sees
+//! the handler return; handlers that want it to see the whole socket await
+//! [`WebSocket::finished`](crate::WebSocket::finished) before returning.
+//!
+//! Layers *outside* `WebSocketLayer` only see the handshake: their
+//! response future completes with the `101`.
+
+mod future;
+#[expect(clippy::module_inception, reason = "tower-http's layout: layer.rs in layer/")]
+mod layer;
+mod service;
+
+pub use future::ResponseFuture;
+pub use layer::WebSocketLayer;
+pub use service::WebSocketService;

@@ -1,0 +1,118 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response, header};
+use hyper::upgrade::OnUpgrade;
+use tokio::sync::{oneshot, watch};
+use tower_service::Service;
+
+use super::{ResponseFuture, WebSocketLayer};
+use crate::handshake;
+use crate::options::{OptionsError, WebSocketOptions};
+use crate::upgrade::{Pending, WebSocketUpgrade};
+
+/// The service [`WebSocketLayer`] wraps around an inner service.
+///
+/// Every request goes through it. Requests that are not valid WebSocket
+/// requests pass straight to the inner service with no other work than
+/// the header checks. A valid one from a disallowed `Origin` gets a bare
+/// `403` without reaching the inner service; any other gets a
+/// [`WebSocketUpgrade`] in its extensions before the inner service is
+/// called.
+///
+/// The inner service's future must be `Send + 'static`, because after an
+/// accept it is moved onto a task of its own (on the current tokio
+/// runtime) and kept until the socket is finished.
+#[derive(Clone, Debug)]
+pub struct WebSocketService<S> {
+    inner: S,
+    options: Arc<WebSocketOptions>,
+}
+
+impl<S> WebSocketService<S> {
+    /// Wraps `inner`, validating the options.
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocketLayer::new`].
+    pub fn new(inner: S, options: WebSocketOptions) -> Result<Self, OptionsError> {
+        Ok(WebSocketService {
+            inner,
+            options: Arc::new(options.validate()?),
+        })
+    }
+
+    pub(crate) fn from_parts(inner: S, options: Arc<WebSocketOptions>) -> Self {
+        WebSocketService { inner, options }
+    }
+
+    /// A [`WebSocketLayer`] with these options.
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocketLayer::new`].
+    pub fn layer(options: WebSocketOptions) -> Result<WebSocketLayer, OptionsError> {
+        WebSocketLayer::new(options)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for WebSocketService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let Ok(handshake) = handshake::detect(&req) else {
+            return ResponseFuture::pass_through(self.inner.call(req));
+        };
+        if !self.options.origin_allowed(req.headers().get(header::ORIGIN)) {
+            tracing::debug!(origin = ?req.headers().get(header::ORIGIN), "websocket origin rejected");
+            return ResponseFuture::forbidden();
+        }
+        if req.extensions().get::<OnUpgrade>().is_none() {
+            tracing::warn!(
+                "websocket request on a connection without upgrade support; \
+                 serve it with hyper's `.with_upgrades()` / `serve_connection_with_upgrades`"
+            );
+            return ResponseFuture::pass_through(self.inner.call(req));
+        }
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let (respond, accepted) = oneshot::channel();
+        let (finished, finished_rx) = watch::channel(false);
+        let upgrade = WebSocketUpgrade::new(
+            handshake,
+            self.options.clone(),
+            Pending {
+                on_upgrade,
+                respond,
+                finished,
+            },
+        );
+        req.extensions_mut().insert(upgrade);
+        ResponseFuture::upgrading(self.inner.call(req), accepted, finished_rx)
+    }
+}

@@ -1,0 +1,307 @@
+//! [`WebSocketOptions`]: the `WebSocketOptions` of ASP.NET Core, plus the
+//! limits it lacks.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::HeaderValue;
+
+/// Configuration for [`WebSocketLayer`](crate::WebSocketLayer), the
+/// analog of ASP.NET Core's `WebSocketOptions`.
+///
+/// Build it with the chainable setters and hand it to
+/// [`WebSocketLayer::new`](crate::WebSocketLayer::new), which validates it
+/// once and reports a bad setting as an [`OptionsError`].
+///
+/// The security limits ([`max_message_size`](Self::max_message_size),
+/// [`max_frame_size`](Self::max_frame_size),
+/// [`allowed_origins`](Self::allowed_origins),
+/// [`close_timeout`](Self::close_timeout)) are kept apart from the tuning
+/// knobs ([`receive_buffer_size`](Self::receive_buffer_size),
+/// [`keep_alive_interval`](Self::keep_alive_interval)) in the docs below.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_websockets::{WebSocketLayer, WebSocketOptions};
+///
+/// let layer = WebSocketLayer::new(
+///     WebSocketOptions::default()
+///         .keep_alive_interval(Some(Duration::from_secs(30)))
+///         .allowed_origins(["https://client.example"])
+///         .max_message_size(1 << 20),
+/// )
+/// .expect("valid options");
+/// # let _ = layer;
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct WebSocketOptions {
+    pub(crate) keep_alive_interval: Option<Duration>,
+    pub(crate) receive_buffer_size: usize,
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) require_origin: bool,
+    pub(crate) max_message_size: usize,
+    pub(crate) max_frame_size: usize,
+    pub(crate) close_timeout: Duration,
+}
+
+/// The default [`WebSocketOptions::keep_alive_interval`]: 2 minutes, as
+/// ASP.NET Core.
+pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(120);
+/// The default [`WebSocketOptions::receive_buffer_size`]: 4 KiB, as ASP.NET
+/// Core.
+pub const DEFAULT_RECEIVE_BUFFER_SIZE: usize = 4 * 1024;
+/// The default [`WebSocketOptions::max_message_size`]: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
+/// The default [`WebSocketOptions::max_frame_size`]: 16 MiB.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
+/// The default [`WebSocketOptions::close_timeout`]: 10 seconds.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for WebSocketOptions {
+    fn default() -> Self {
+        WebSocketOptions {
+            keep_alive_interval: Some(DEFAULT_KEEP_ALIVE_INTERVAL),
+            receive_buffer_size: DEFAULT_RECEIVE_BUFFER_SIZE,
+            allowed_origins: Vec::new(),
+            require_origin: false,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+        }
+    }
+}
+
+impl WebSocketOptions {
+    // ----- tuning -----
+
+    /// How often a Ping frame is sent to keep the connection alive
+    /// (ASP.NET `KeepAliveInterval`); `None` disables keep-alive pings.
+    ///
+    /// Default: 120 seconds. Pings are sent on a timer whether or not the
+    /// application is currently receiving, and pongs are never waited for
+    /// here, so a busy application is never disconnected by them. Per
+    /// socket it can be overridden with
+    /// [`AcceptOptions::keep_alive_interval`](crate::AcceptOptions::keep_alive_interval).
+    #[must_use]
+    pub fn keep_alive_interval(mut self, interval: Option<Duration>) -> Self {
+        self.keep_alive_interval = interval;
+        self
+    }
+
+    /// The size of the buffer each socket reads from the network into, and
+    /// so the most one read system call returns (ASP.NET
+    /// `ReceiveBufferSize`).
+    ///
+    /// Default: 4 KiB. Larger values help large messages; payload reads
+    /// straight into the caller's buffer when it can, so this mostly
+    /// bounds headers and small frames. Must be at least 256 bytes.
+    #[must_use]
+    pub fn receive_buffer_size(mut self, bytes: usize) -> Self {
+        self.receive_buffer_size = bytes;
+        self
+    }
+
+    // ----- security -----
+
+    /// The `Origin` header values allowed to open a WebSocket (ASP.NET
+    /// `AllowedOrigins`), such as `"https://client.example"`.
+    ///
+    /// Default: empty, which allows every origin. When not empty, a
+    /// WebSocket request whose `Origin` is not in the list is answered with
+    /// a bare `403 Forbidden` and the inner service never runs. Origins are
+    /// compared ASCII case-insensitively (ASP.NET compares them
+    /// case-sensitively, which rejects `https://Client.example`). A request
+    /// without an `Origin` header (a non-browser client) is allowed unless
+    /// [`require_origin`](Self::require_origin) is set.
+    #[must_use]
+    pub fn allowed_origins<I, T>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.allowed_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether a WebSocket request without an `Origin` header is rejected
+    /// with `403` when [`allowed_origins`](Self::allowed_origins) is set.
+    ///
+    /// Default: `false`: browsers always send `Origin`, so a missing one
+    /// means a non-browser client, which origin checks do not protect
+    /// against anyway.
+    #[must_use]
+    pub fn require_origin(mut self, require: bool) -> Self {
+        self.require_origin = require;
+        self
+    }
+
+    /// The largest message, summed over its fragments, a socket accepts;
+    /// a longer one is refused from the frame header that announces it,
+    /// before its payload is read, with close code 1009.
+    ///
+    /// Default: 64 MiB. The buffer-based
+    /// [`WebSocket::receive`](crate::WebSocket::receive) never buffers a
+    /// whole message, but the whole-message API does, so this bounds the
+    /// memory one peer can make a socket allocate.
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// The largest single frame a socket accepts; a longer one is refused
+    /// from its header alone with close code 1009.
+    ///
+    /// Default: 16 MiB. A value above
+    /// [`max_message_size`](Self::max_message_size) is capped at it.
+    #[must_use]
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// How long [`WebSocket::close`](crate::WebSocket::close) waits for the
+    /// peer's Close frame after sending its own, and how long a socket
+    /// failing a protocol error waits to send its Close frame, before the
+    /// connection is dropped.
+    ///
+    /// Default: 10 seconds, so a peer that never answers cannot hold a
+    /// connection open. Must be non-zero.
+    #[must_use]
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Checks the settings and normalises the origins.
+    pub(crate) fn validate(mut self) -> Result<Self, OptionsError> {
+        if self.keep_alive_interval == Some(Duration::ZERO) {
+            return Err(OptionsError::new("keep_alive_interval must be non-zero (use None to disable)"));
+        }
+        if self.receive_buffer_size < 256 {
+            return Err(OptionsError::new("receive_buffer_size must be at least 256 bytes"));
+        }
+        if self.max_frame_size == 0 || self.max_message_size == 0 {
+            return Err(OptionsError::new("max_frame_size and max_message_size must be non-zero"));
+        }
+        // A frame can never be longer than the message it belongs to.
+        self.max_frame_size = self.max_frame_size.min(self.max_message_size);
+        if self.close_timeout.is_zero() {
+            return Err(OptionsError::new("close_timeout must be non-zero"));
+        }
+        for origin in &mut self.allowed_origins {
+            let trimmed = origin.trim();
+            if trimmed.is_empty() || HeaderValue::from_str(trimmed).is_err() {
+                return Err(OptionsError::new("allowed_origins holds an empty or invalid origin"));
+            }
+            *origin = trimmed.trim_end_matches('/').to_ascii_lowercase();
+        }
+        Ok(self)
+    }
+
+    /// Whether a request with this `Origin` header may open a socket.
+    pub(crate) fn origin_allowed(&self, origin: Option<&HeaderValue>) -> bool {
+        if self.allowed_origins.is_empty() {
+            return true;
+        }
+        let Some(origin) = origin else {
+            return !self.require_origin;
+        };
+        let origin = origin.as_bytes();
+        self.allowed_origins
+            .iter()
+            .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(origin))
+    }
+}
+
+impl fmt::Debug for WebSocketOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocketOptions")
+            .field("keep_alive_interval", &self.keep_alive_interval)
+            .field("receive_buffer_size", &self.receive_buffer_size)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("require_origin", &self.require_origin)
+            .field("max_message_size", &self.max_message_size)
+            .field("max_frame_size", &self.max_frame_size)
+            .field("close_timeout", &self.close_timeout)
+            .finish()
+    }
+}
+
+/// A [`WebSocketOptions`] setting that cannot work, reported by
+/// [`WebSocketLayer::new`](crate::WebSocketLayer::new).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OptionsError {
+    message: &'static str,
+}
+
+impl OptionsError {
+    fn new(message: &'static str) -> Self {
+        OptionsError { message }
+    }
+}
+
+impl fmt::Display for OptionsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message)
+    }
+}
+
+impl std::error::Error for OptionsError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let options = WebSocketOptions::default().validate().unwrap();
+        assert_eq!(options.keep_alive_interval, Some(Duration::from_secs(120)));
+        assert_eq!(options.receive_buffer_size, 4096);
+    }
+
+    #[test]
+    fn bad_settings_are_reported() {
+        let bad = [
+            WebSocketOptions::default().keep_alive_interval(Some(Duration::ZERO)),
+            WebSocketOptions::default().receive_buffer_size(10),
+            WebSocketOptions::default().max_frame_size(0),
+            WebSocketOptions::default().close_timeout(Duration::ZERO),
+            WebSocketOptions::default().allowed_origins([""]),
+            WebSocketOptions::default().allowed_origins(["bad\norigin"]),
+        ];
+        for options in bad {
+            assert!(options.validate().is_err());
+        }
+    }
+
+    #[test]
+    fn frame_limit_is_capped_by_message_limit() {
+        let options = WebSocketOptions::default().max_message_size(1000).validate().unwrap();
+        assert_eq!(options.max_frame_size, 1000);
+    }
+
+    #[test]
+    fn origins_compare_case_insensitively() {
+        let options = WebSocketOptions::default()
+            .allowed_origins(["https://Client.Example/"])
+            .validate()
+            .unwrap();
+        let ok = HeaderValue::from_static("https://client.example");
+        let upper = HeaderValue::from_static("HTTPS://CLIENT.EXAMPLE");
+        let other = HeaderValue::from_static("https://evil.example");
+        assert!(options.origin_allowed(Some(&ok)));
+        assert!(options.origin_allowed(Some(&upper)));
+        assert!(!options.origin_allowed(Some(&other)));
+        assert!(options.origin_allowed(None));
+        let strict = options.require_origin(true);
+        assert!(!strict.origin_allowed(None));
+    }
+
+    #[test]
+    fn empty_list_allows_all() {
+        let options = WebSocketOptions::default().validate().unwrap();
+        assert!(options.origin_allowed(Some(&HeaderValue::from_static("https://any"))));
+    }
+}

@@ -1,0 +1,906 @@
+//! The connection core: protocol state and buffers behind one lock, driven
+//! by poll functions that read and write the upgraded I/O directly.
+//!
+//! Every operation (receive, send, the keep-alive timer) locks the core for
+//! the length of one non-blocking poll, never across an `await`, so a split
+//! reader and writer on two tasks never wait for each other. Whoever polls
+//! the I/O does it with one shared *proxy* waker that wakes every party
+//! that is waiting, so a reader's poll can never steal a writer's wakeup
+//! (the two directions of a socket share one waker slot each in tokio).
+//!
+//! All state changes happen synchronously inside a poll; the only point
+//! where a future can be dropped is a `Pending` from the I/O, which
+//! consumes nothing. That is what makes receive and send cancel-safe.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Wake, Waker, ready};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, BytesMut};
+use futures_util::task::AtomicWaker;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+
+use super::message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
+use crate::error::Error;
+use crate::protocol::close::truncate_reason;
+use crate::protocol::{
+    CloseCode, ControlFrame, Decoder, Header, Limits, MAX_HEADER_LEN, OpCode, ProtocolError,
+    encode_header,
+};
+
+/// The byte stream under a socket.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// Payloads up to this size are copied behind their header and written
+/// with it in one call; larger ones are written vectored from the caller's
+/// buffer without a copy.
+const COPY_THRESHOLD: usize = 8 * 1024;
+
+/// When the whole-message API reads a payload straight from the I/O, it
+/// reserves at most this much at a time, so a frame header announcing a
+/// large payload does not allocate before the bytes arrive.
+const MESSAGE_READ_CHUNK: usize = 256 * 1024;
+
+/// Who is polling, so the proxy waker can wake them all.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Party {
+    Reader,
+    Writer,
+    KeepAlive,
+}
+
+/// The wakers of everyone waiting on the I/O.
+#[derive(Debug, Default)]
+pub(crate) struct Wakers {
+    reader: AtomicWaker,
+    writer: AtomicWaker,
+    keep_alive: AtomicWaker,
+}
+
+impl Wake for Wakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.reader.wake();
+        self.writer.wake();
+        self.keep_alive.wake();
+    }
+}
+
+/// A control frame payload (at most 125 bytes) held inline.
+#[derive(Clone, Copy)]
+struct ControlPayload {
+    len: u8,
+    bytes: [u8; 125],
+}
+
+impl ControlPayload {
+    fn new(data: &[u8]) -> Self {
+        let mut bytes = [0u8; 125];
+        let len = data.len().min(125);
+        bytes[..len].copy_from_slice(&data[..len]);
+        ControlPayload {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    fn close(code: Option<CloseCode>, reason: &str) -> Self {
+        let mut payload = ControlPayload::new(&[]);
+        if let Some(code) = code {
+            let reason = truncate_reason(reason);
+            payload.bytes[..2].copy_from_slice(&code.as_u16().to_be_bytes());
+            payload.bytes[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
+            payload.len = (2 + reason.len()) as u8;
+        }
+        payload
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// Where received payload goes.
+pub(crate) enum Target<'a> {
+    /// The caller's buffer (the buffer-based API).
+    Slice(&'a mut [u8]),
+    /// Appended to the message being assembled (the whole-message API).
+    Message(&'a mut BytesMut),
+    /// Validated and dropped (waiting for the peer's Close).
+    Discard,
+}
+
+/// Progress of one send, kept by the send future.
+#[derive(Debug, Default)]
+pub(crate) enum SendProgress {
+    #[default]
+    NotStarted,
+    /// Header (and maybe payload) queued; `written` payload bytes of a
+    /// large frame are on the wire.
+    Streaming { written: usize },
+    /// Everything queued; flushing.
+    Flushing,
+    Done,
+}
+
+pub(crate) struct Core {
+    io: Option<Box<dyn Io>>,
+    state: WebSocketState,
+    /// The error that ended the socket, repeated to later calls.
+    terminal: Option<Error>,
+
+    // ----- receive -----
+    decoder: Decoder,
+    rbuf: BytesMut,
+    rbuf_size: usize,
+    /// The whole-message API's partial message; kept here so a cancelled
+    /// `receive_message` loses nothing.
+    pub(crate) message: BytesMut,
+    close_status: Option<CloseCode>,
+    close_description: Option<String>,
+
+    // ----- send -----
+    out: BytesMut,
+    /// A large data frame's payload is being written from a caller's
+    /// buffer: nothing else may be written until it is done.
+    frame_in_progress: bool,
+    /// The type of the outgoing fragmented message, if one is open.
+    send_message: Option<MessageType>,
+    /// The latest unanswered ping (RFC 6455 §5.5.3 allows answering only
+    /// the most recent one, which bounds what a ping flood can queue).
+    pending_pong: Option<ControlPayload>,
+    pending_ping: bool,
+    pending_close: Option<ControlPayload>,
+    close_sent: bool,
+    close_timeout: Duration,
+
+    finished: watch::Sender<bool>,
+}
+
+pub(crate) struct CoreConfig {
+    pub(crate) limits: Limits,
+    pub(crate) receive_buffer_size: usize,
+    pub(crate) close_timeout: Duration,
+}
+
+/// The state shared by a socket's handles and its keep-alive timer.
+pub(crate) struct Shared {
+    core: Mutex<Core>,
+    wakers: Arc<Wakers>,
+    proxy: Waker,
+    pub(crate) subprotocol: Option<Box<str>>,
+    finished_rx: watch::Receiver<bool>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        io: Box<dyn Io>,
+        config: CoreConfig,
+        subprotocol: Option<Box<str>>,
+        finished: watch::Sender<bool>,
+    ) -> Arc<Shared> {
+        let wakers = Arc::new(Wakers::default());
+        let proxy = Waker::from(wakers.clone());
+        let finished_rx = finished.subscribe();
+        Arc::new(Shared {
+            core: Mutex::new(Core {
+                io: Some(io),
+                state: WebSocketState::Open,
+                terminal: None,
+                decoder: Decoder::new(config.limits),
+                rbuf: BytesMut::new(),
+                rbuf_size: config.receive_buffer_size,
+                message: BytesMut::new(),
+                close_status: None,
+                close_description: None,
+                out: BytesMut::new(),
+                frame_in_progress: false,
+                send_message: None,
+                pending_pong: None,
+                pending_ping: false,
+                pending_close: None,
+                close_sent: false,
+                close_timeout: config.close_timeout,
+                finished,
+            }),
+            wakers,
+            proxy,
+            subprotocol,
+            finished_rx,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
+        // Nothing under this lock calls user code or can panic midway, but
+        // a poisoned lock must not turn into a panic on the next call.
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers `cx`'s waker for `party`, then runs `f` on the core with
+    /// the proxy waker's context.
+    pub(crate) fn poll_with<R>(
+        &self,
+        cx: &mut Context<'_>,
+        party: Party,
+        f: impl FnOnce(&mut Core, &mut Context<'_>) -> Poll<R>,
+    ) -> Poll<R> {
+        match party {
+            Party::Reader => self.wakers.reader.register(cx.waker()),
+            Party::Writer => self.wakers.writer.register(cx.waker()),
+            Party::KeepAlive => self.wakers.keep_alive.register(cx.waker()),
+        }
+        let mut io_cx = Context::from_waker(&self.proxy);
+        f(&mut self.lock(), &mut io_cx)
+    }
+
+    /// Resolves once the socket is finished: closed, aborted or dropped.
+    pub(crate) fn finished(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.finished_rx.clone();
+        async move {
+            // An error means the sender is gone: the socket was dropped.
+            let _ = rx.wait_for(|done| *done).await;
+        }
+    }
+
+    pub(crate) fn finished_receiver(&self) -> watch::Receiver<bool> {
+        self.finished_rx.clone()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let core = self.core.get_mut().unwrap_or_else(PoisonError::into_inner);
+        core.on_drop();
+    }
+}
+
+impl Core {
+    pub(crate) fn state(&self) -> WebSocketState {
+        self.state
+    }
+
+    pub(crate) fn close_status(&self) -> Option<CloseCode> {
+        self.close_status
+    }
+
+    pub(crate) fn close_description(&self) -> Option<&str> {
+        self.close_description.as_deref()
+    }
+
+    fn set_state(&mut self, state: WebSocketState) {
+        self.state = state;
+        if state.is_finished() {
+            self.finished.send_replace(true);
+        }
+    }
+
+    /// The error for an operation on a finished socket.
+    fn finished_error(&self) -> Error {
+        match (&self.terminal, self.state) {
+            (Some(e), _) => e.replay(),
+            (None, WebSocketState::Closed) => Error::Closed,
+            _ => Error::Aborted,
+        }
+    }
+
+    /// Drops the connection at once: no Close frame.
+    pub(crate) fn abort(&mut self) {
+        self.io = None;
+        self.out = BytesMut::new();
+        self.rbuf = BytesMut::new();
+        self.message = BytesMut::new();
+        self.frame_in_progress = false;
+        if !self.state.is_finished() {
+            self.set_state(WebSocketState::Aborted);
+        }
+    }
+
+    /// Aborts with `error`, remembered for later calls.
+    fn abort_with(&mut self, error: Error) -> Error {
+        let replay = error.replay();
+        self.terminal = Some(replay);
+        self.abort();
+        error
+    }
+
+    /// Fails the connection for a protocol violation (RFC 6455 §7.1.7):
+    /// send a Close frame with the violation's code, close the connection.
+    fn fail(&mut self, violation: ProtocolError) -> Error {
+        tracing::debug!(%violation, "failing websocket connection");
+        if !self.close_sent && !self.frame_in_progress {
+            self.pending_close = Some(ControlPayload::close(
+                Some(violation.close_code()),
+                violation.reason(),
+            ));
+            self.close_sent = true;
+            self.linger();
+        }
+        self.abort_with(Error::Protocol(violation))
+    }
+
+    /// Hands the connection to a short-lived task that writes what is
+    /// queued (ending with our Close frame), shuts down our direction and
+    /// reads until the peer closes, all within the close timeout. Closing
+    /// with unread input would make the kernel reset the connection, and
+    /// a reset can destroy our Close frame in the peer's receive buffer.
+    fn linger(&mut self) {
+        self.stage_control();
+        let Some(mut io) = self.io.take() else {
+            return;
+        };
+        let out = std::mem::take(&mut self.out);
+        let timeout = self.close_timeout;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let linger = async {
+                io.write_all(&out).await?;
+                io.flush().await?;
+                io.shutdown().await?;
+                let mut scratch = [0u8; 512];
+                while io.read(&mut scratch).await? != 0 {}
+                Ok::<_, io::Error>(())
+            };
+            let _ = tokio::time::timeout(timeout, linger).await;
+        });
+    }
+
+    /// The last handle is gone.
+    fn on_drop(&mut self) {
+        match self.state {
+            WebSocketState::CloseReceived if !self.frame_in_progress => {
+                // Answer the peer's Close (RFC 6455 §5.5.1) on the way out.
+                self.pending_close = Some(ControlPayload::close(self.close_status, ""));
+                self.close_sent = true;
+                self.linger();
+                self.set_state(WebSocketState::Closed);
+            }
+            WebSocketState::CloseSent | WebSocketState::Closed if !self.frame_in_progress => {
+                self.linger();
+            }
+            _ => {}
+        }
+        self.abort();
+    }
+
+    // ===================================================================
+    // Writing
+    // ===================================================================
+
+    /// Moves pending control frames into the output, unless a large frame
+    /// is being written. A Close frame goes last: nothing follows it.
+    fn stage_control(&mut self) {
+        if self.frame_in_progress {
+            return;
+        }
+        if let Some(pong) = self.pending_pong.take() {
+            if !self.close_sent || self.pending_close.is_some() {
+                put_frame(&mut self.out, true, OpCode::Pong, pong.as_slice());
+            }
+        }
+        if std::mem::take(&mut self.pending_ping) && !self.close_sent {
+            put_frame(&mut self.out, true, OpCode::Ping, &[]);
+        }
+        if let Some(close) = self.pending_close.take() {
+            put_frame(&mut self.out, true, OpCode::Close, close.as_slice());
+        }
+    }
+
+    /// Writes all queued output and flushes.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.stage_control();
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(Err(self.finished_error()));
+        };
+        while !self.out.is_empty() {
+            match Pin::new(&mut *io).poll_write(cx, &self.out) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(self.abort_with(Error::Io(io::ErrorKind::WriteZero.into()))));
+                }
+                Poll::Ready(Ok(n)) => self.out.advance(n),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.abort_with(e.into()))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match Pin::new(&mut *io).poll_flush(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.abort_with(e.into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Writes queued control frames if nothing else is writing; never
+    /// waits. Used by the reader so pongs go out while it receives.
+    fn try_write_control(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        if self.frame_in_progress
+            || (self.out.is_empty() && self.pending_pong.is_none() && !self.pending_ping)
+        {
+            return Ok(());
+        }
+        match self.poll_write_out(cx) {
+            Poll::Ready(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The keep-alive timer's tick: queue a ping and try to write it.
+    pub(crate) fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.state != WebSocketState::Open {
+            return Poll::Ready(false);
+        }
+        self.pending_ping = true;
+        let _ = self.try_write_control(cx);
+        Poll::Ready(self.state == WebSocketState::Open)
+    }
+
+    /// One frame of a send. `progress` lives in the send future so that a
+    /// cancelled send can be completed by [`Core::cancel_send`].
+    pub(crate) fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        payload: &[u8],
+        message_type: MessageType,
+        end_of_message: bool,
+        progress: &mut SendProgress,
+    ) -> Poll<Result<(), Error>> {
+        loop {
+            match progress {
+                SendProgress::NotStarted => {
+                    if let Err(e) = self.start_frame(payload, message_type, end_of_message, progress) {
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                SendProgress::Streaming { written } => {
+                    let Some(io) = self.io.as_mut() else {
+                        return Poll::Ready(Err(self.finished_error()));
+                    };
+                    while *written < payload.len() {
+                        let rest = &payload[*written..];
+                        let result = if self.out.is_empty() {
+                            Pin::new(&mut *io).poll_write(cx, rest)
+                        } else {
+                            let slices = [IoSlice::new(&self.out), IoSlice::new(rest)];
+                            Pin::new(&mut *io).poll_write_vectored(cx, &slices)
+                        };
+                        match ready!(result) {
+                            Ok(0) => {
+                                return Poll::Ready(Err(
+                                    self.abort_with(Error::Io(io::ErrorKind::WriteZero.into()))
+                                ));
+                            }
+                            Ok(mut n) => {
+                                let from_out = n.min(self.out.len());
+                                self.out.advance(from_out);
+                                n -= from_out;
+                                *written += n;
+                            }
+                            Err(e) => return Poll::Ready(Err(self.abort_with(e.into()))),
+                        }
+                    }
+                    self.frame_in_progress = false;
+                    *progress = SendProgress::Flushing;
+                }
+                SendProgress::Flushing => {
+                    ready!(self.poll_write_out(cx))?;
+                    *progress = SendProgress::Done;
+                    return Poll::Ready(Ok(()));
+                }
+                SendProgress::Done => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+
+    /// Checks a send against the state, queues the frame header (and a
+    /// small payload), and moves `progress` on.
+    fn start_frame(
+        &mut self,
+        payload: &[u8],
+        message_type: MessageType,
+        end_of_message: bool,
+        progress: &mut SendProgress,
+    ) -> Result<(), Error> {
+        if self.state.is_finished() {
+            return Err(self.finished_error());
+        }
+        if self.close_sent {
+            return Err(Error::SendAfterClose);
+        }
+        let opcode = match (message_type, self.send_message) {
+            (MessageType::Close, _) => {
+                return Err(Error::InvalidArgument(
+                    "message type Close cannot be sent as data; use close or close_output",
+                ));
+            }
+            (t, Some(open)) if t != open => {
+                return Err(Error::InvalidArgument(
+                    "message type changed in the middle of a fragmented message",
+                ));
+            }
+            (_, Some(_)) => OpCode::Continuation,
+            (MessageType::Text, None) => OpCode::Text,
+            (MessageType::Binary, None) => OpCode::Binary,
+        };
+        self.send_message = if end_of_message {
+            None
+        } else {
+            Some(message_type)
+        };
+        // Control frames queued so far go before this frame.
+        self.stage_control();
+        if payload.len() <= COPY_THRESHOLD {
+            put_frame(&mut self.out, end_of_message, opcode, payload);
+            *progress = SendProgress::Flushing;
+        } else {
+            put_header(&mut self.out, end_of_message, opcode, payload.len());
+            self.frame_in_progress = true;
+            *progress = SendProgress::Streaming { written: 0 };
+        }
+        Ok(())
+    }
+
+    /// A send future was dropped: keep the stream whole by queuing the rest
+    /// of a half-written frame, which the next write sends.
+    pub(crate) fn cancel_send(&mut self, payload: &[u8], progress: &SendProgress) {
+        if let SendProgress::Streaming { written } = progress {
+            if self.frame_in_progress {
+                self.out.extend_from_slice(&payload[*written..]);
+                self.frame_in_progress = false;
+            }
+        }
+    }
+
+    /// Queues a whole message into the output without writing (the
+    /// `Sink::start_send` path).
+    pub(crate) fn queue_message(
+        &mut self,
+        payload: &[u8],
+        message_type: MessageType,
+    ) -> Result<(), Error> {
+        let mut progress = SendProgress::NotStarted;
+        self.start_frame(payload, message_type, true, &mut progress)?;
+        if let SendProgress::Streaming { .. } = progress {
+            // Sink items are owned, so copy instead of streaming.
+            self.out.extend_from_slice(payload);
+            self.frame_in_progress = false;
+        }
+        Ok(())
+    }
+
+    /// Bytes queued but not yet written.
+    pub(crate) fn queued(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Writes queued output (data, control frames, our Close) and
+    /// flushes; once both Close frames are exchanged, hands the connection
+    /// over to be closed.
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.frame_in_progress {
+            // A send is writing a large frame; it flushes when done.
+            return Poll::Ready(Ok(()));
+        }
+        if self.io.is_none() {
+            return Poll::Ready(match self.state {
+                WebSocketState::Closed => Ok(()),
+                _ => Err(self.finished_error()),
+            });
+        }
+        ready!(self.poll_write_out(cx))?;
+        if self.state == WebSocketState::Closed {
+            self.linger();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Queues this side's Close frame. Returns `false` if one was already
+    /// sent.
+    pub(crate) fn start_close(
+        &mut self,
+        status: Option<CloseCode>,
+        reason: &str,
+    ) -> Result<bool, Error> {
+        match self.state {
+            WebSocketState::Aborted => return Err(self.finished_error()),
+            WebSocketState::Closed | WebSocketState::CloseSent => return Ok(false),
+            WebSocketState::Open | WebSocketState::CloseReceived => {}
+        }
+        self.pending_close = Some(ControlPayload::close(status, reason));
+        self.close_sent = true;
+        if self.state == WebSocketState::CloseReceived {
+            // Both Close frames exchanged: write ours, then let go.
+            self.close_status = self.close_status.or(status);
+            self.set_state(WebSocketState::Closed);
+        } else {
+            self.set_state(WebSocketState::CloseSent);
+        }
+        Ok(true)
+    }
+
+    /// The close timeout, for [`WebSocket::close`](crate::WebSocket::close).
+    pub(crate) fn close_timeout(&self) -> Duration {
+        self.close_timeout
+    }
+
+    /// The peer did not answer our Close in time.
+    pub(crate) fn close_timed_out(&mut self) -> Error {
+        self.abort_with(Error::CloseTimeout)
+    }
+
+    // ===================================================================
+    // Reading
+    // ===================================================================
+
+    /// Reads more bytes into the read buffer.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(Err(self.finished_error()));
+        };
+        if self.rbuf.capacity() - self.rbuf.len() < 256 {
+            self.rbuf.reserve(self.rbuf_size);
+        }
+        match ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.rbuf)) {
+            Ok(0) => Poll::Ready(Err(self.abort_with(Error::ConnectionReset))),
+            Ok(_) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(self.abort_with(e.into()))),
+        }
+    }
+
+    /// Receives the next piece of data (or the peer's Close) into `target`.
+    ///
+    /// Returns as soon as some payload is available, like ASP.NET's
+    /// `ReceiveAsync`; pings are answered and pongs consumed on the way.
+    pub(crate) fn poll_receive(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut target: Target<'_>,
+    ) -> Poll<Result<ReceiveResult, Error>> {
+        match self.state {
+            WebSocketState::Open | WebSocketState::CloseSent => {}
+            WebSocketState::CloseReceived => return Poll::Ready(Err(Error::Closed)),
+            WebSocketState::Closed | WebSocketState::Aborted => {
+                return Poll::Ready(Err(self.finished_error()));
+            }
+        }
+        if let Target::Slice(buf) = &target {
+            if buf.is_empty() {
+                return Poll::Ready(Err(Error::InvalidArgument("receive buffer is empty")));
+            }
+        }
+        if let Err(e) = self.try_write_control(cx) {
+            return Poll::Ready(Err(e));
+        }
+        loop {
+            let remaining = self.decoder.remaining();
+            if remaining > 0 {
+                let text = self.decoder.message_is_text() == Some(true);
+                let message_type = if text {
+                    MessageType::Text
+                } else {
+                    MessageType::Binary
+                };
+                if self.rbuf.is_empty() {
+                    match ready!(self.poll_direct(cx, &mut target, remaining)) {
+                        Ok(Some((count, done))) => {
+                            return Poll::Ready(Ok(data_result(count, message_type, done)));
+                        }
+                        Ok(None) => {}
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                    if self.rbuf.is_empty() {
+                        ready!(self.poll_fill(cx))?;
+                    }
+                }
+                let mut n = self.rbuf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                if let Target::Slice(buf) = &target {
+                    n = n.min(buf.len());
+                }
+                let done = match self.decoder.payload(&mut self.rbuf[..n]) {
+                    Ok(done) => done,
+                    Err(e) => return Poll::Ready(Err(self.fail(e))),
+                };
+                let chunk = &self.rbuf[..n];
+                match &mut target {
+                    Target::Slice(buf) => buf[..n].copy_from_slice(chunk),
+                    Target::Message(message) => message.extend_from_slice(chunk),
+                    Target::Discard => {}
+                }
+                self.rbuf.advance(n);
+                return Poll::Ready(Ok(data_result(n, message_type, done)));
+            }
+
+            let (header, header_len) = match self.decoder.decode_header(&self.rbuf) {
+                Ok(Some(decoded)) => decoded,
+                Ok(None) => {
+                    ready!(self.poll_fill(cx))?;
+                    continue;
+                }
+                Err(e) => return Poll::Ready(Err(self.fail(e))),
+            };
+            match header {
+                Header::Data {
+                    text,
+                    len,
+                    message_done,
+                } => {
+                    self.rbuf.advance(header_len);
+                    if len == 0 && message_done {
+                        let message_type = if text {
+                            MessageType::Text
+                        } else {
+                            MessageType::Binary
+                        };
+                        return Poll::Ready(Ok(data_result(0, message_type, true)));
+                    }
+                }
+                Header::Control { opcode, mask, len } => {
+                    if self.rbuf.len() < header_len + len {
+                        ready!(self.poll_fill(cx))?;
+                        continue;
+                    }
+                    self.rbuf.advance(header_len);
+                    let mut payload = [0u8; 125];
+                    payload[..len].copy_from_slice(&self.rbuf[..len]);
+                    self.rbuf.advance(len);
+                    match self.decoder.control(opcode, mask, &mut payload[..len]) {
+                        Ok(ControlFrame::Ping(data)) => {
+                            if !self.close_sent {
+                                self.pending_pong = Some(ControlPayload::new(data));
+                                self.try_write_control(cx)?;
+                            }
+                        }
+                        Ok(ControlFrame::Pong(_)) => {}
+                        Ok(ControlFrame::Close(close)) => {
+                            return Poll::Ready(Ok(self.on_close(close)));
+                        }
+                        Err(e) => return Poll::Ready(Err(self.fail(e))),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads payload straight from the I/O into the target when that saves
+    /// a copy: the read buffer is empty and the target can take a read's
+    /// worth. Returns `Ok(None)` when the read buffer should be used.
+    fn poll_direct(
+        &mut self,
+        cx: &mut Context<'_>,
+        target: &mut Target<'_>,
+        remaining: u64,
+    ) -> Poll<Result<Option<(usize, bool)>, Error>> {
+        let remaining = usize::try_from(remaining).unwrap_or(usize::MAX);
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(Err(self.finished_error()));
+        };
+        let (filled, count) = match target {
+            Target::Slice(buf) => {
+                let want = remaining.min(buf.len());
+                if want < self.rbuf_size {
+                    return Poll::Ready(Ok(None));
+                }
+                let mut read_buf = ReadBuf::new(&mut buf[..want]);
+                match ready!(Pin::new(io).poll_read(cx, &mut read_buf)) {
+                    Ok(()) => {}
+                    Err(e) => return Poll::Ready(Err(self.abort_with(e.into()))),
+                }
+                let n = read_buf.filled().len();
+                (&mut buf[..n], n)
+            }
+            Target::Message(message) => {
+                if remaining < self.rbuf_size {
+                    return Poll::Ready(Ok(None));
+                }
+                let start = message.len();
+                message.reserve(remaining.min(MESSAGE_READ_CHUNK));
+                let mut limited = (&mut **message).limit(remaining);
+                match ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut limited)) {
+                    Ok(_) => {}
+                    Err(e) => return Poll::Ready(Err(self.abort_with(e.into()))),
+                }
+                let n = message.len() - start;
+                (&mut message[start..], n)
+            }
+            Target::Discard => return Poll::Ready(Ok(None)),
+        };
+        if count == 0 {
+            return Poll::Ready(Err(self.abort_with(Error::ConnectionReset)));
+        }
+        match self.decoder.payload(filled) {
+            Ok(done) => Poll::Ready(Ok(Some((count, done)))),
+            Err(e) => Poll::Ready(Err(self.fail(e))),
+        }
+    }
+
+    /// Receives the next whole message, assembling it in `self.message`.
+    pub(crate) fn poll_receive_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Message, Error>> {
+        loop {
+            let mut message = std::mem::take(&mut self.message);
+            let result = self.poll_receive(cx, Target::Message(&mut message));
+            self.message = message;
+            let result = ready!(result)?;
+            match result.message_type {
+                MessageType::Close => {
+                    let frame = result.close_status.map(|code| CloseFrame {
+                        code,
+                        reason: result.close_description.unwrap_or_default(),
+                    });
+                    return Poll::Ready(Ok(Message::Close(frame)));
+                }
+                _ if !result.end_of_message => continue,
+                MessageType::Text => {
+                    let data = Vec::from(std::mem::take(&mut self.message));
+                    // Validated as it arrived; this cannot fail.
+                    let text = String::from_utf8(data)
+                        .map_err(|_| self.fail(ProtocolError::InvalidUtf8))?;
+                    return Poll::Ready(Ok(Message::Text(text)));
+                }
+                MessageType::Binary => {
+                    let data = std::mem::take(&mut self.message).freeze();
+                    return Poll::Ready(Ok(Message::Binary(data)));
+                }
+            }
+        }
+    }
+
+    /// The peer's Close frame arrived.
+    fn on_close(&mut self, close: Option<(CloseCode, &str)>) -> ReceiveResult {
+        let (status, description) = match close {
+            Some((code, reason)) => (Some(code), Some(reason.to_owned())),
+            None => (None, None),
+        };
+        if self.close_status.is_none() {
+            self.close_status = status;
+            self.close_description = description.clone();
+        }
+        if self.close_sent {
+            // Our Close was answered: the handshake is complete, and the
+            // server closes the TCP connection first (RFC 6455 §7.1.1).
+            self.set_state(WebSocketState::Closed);
+            self.linger();
+        } else {
+            self.set_state(WebSocketState::CloseReceived);
+        }
+        ReceiveResult {
+            count: 0,
+            message_type: MessageType::Close,
+            end_of_message: true,
+            close_status: status,
+            close_description: description,
+        }
+    }
+}
+
+fn data_result(count: usize, message_type: MessageType, end_of_message: bool) -> ReceiveResult {
+    ReceiveResult {
+        count,
+        message_type,
+        end_of_message,
+        close_status: None,
+        close_description: None,
+    }
+}
+
+/// Appends an unmasked frame header for `len` bytes of payload.
+fn put_header(out: &mut BytesMut, fin: bool, opcode: OpCode, len: usize) {
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(&mut header, fin, 0, opcode, None, len as u64);
+    out.put_slice(&header[..n]);
+}
+
+/// Appends a whole unmasked frame.
+fn put_frame(out: &mut BytesMut, fin: bool, opcode: OpCode, payload: &[u8]) {
+    out.reserve(MAX_HEADER_LEN + payload.len());
+    put_header(out, fin, opcode, payload.len());
+    out.put_slice(payload);
+}

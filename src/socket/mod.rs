@@ -1,0 +1,13 @@
+//! The [`WebSocket`] over an upgraded connection, and its halves.
+//!
+//! [`core`] holds the connection state behind one short-lived lock and the
+//! poll functions that drive the protocol engine against the I/O;
+//! [`websocket`] is the public surface; [`message`] the values it trades.
+
+mod core;
+mod message;
+mod websocket;
+
+pub use message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
+pub use websocket::{WebSocket, WebSocketReader, WebSocketWriter};
+pub(crate) use websocket::SocketConfig;

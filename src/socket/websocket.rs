@@ -1,0 +1,669 @@
+//! [`WebSocket`] and its split halves.
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+use futures_sink::Sink;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+use super::core::{CoreConfig, Io, Party, SendProgress, Shared, Target};
+use super::message::{Message, MessageType, ReceiveResult, WebSocketState};
+use crate::error::Error;
+use crate::options::{OptionsError, WebSocketOptions};
+use crate::protocol::{CloseCode, Limits};
+
+/// Output queued by the `Sink` beyond this is written before more is
+/// accepted.
+const SINK_HIGH_WATER: usize = 64 * 1024;
+
+/// A server-side WebSocket connection: the analog of
+/// `System.Net.WebSockets.WebSocket`.
+///
+/// Obtained from [`WebSocketUpgrade::accept`](crate::WebSocketUpgrade::accept).
+/// Two surfaces over one connection:
+///
+/// - the ASP.NET one: [`receive`](Self::receive) into your buffer, returning
+///   count, type and end-of-message, and [`send`](Self::send) with the
+///   same three, so fragmentation passes through unchanged;
+/// - the idiomatic Rust one: whole [`Message`]s with
+///   [`receive_message`](Self::receive_message) /
+///   [`send_message`](Self::send_message), or the `futures` [`Stream`] and
+///   [`Sink`] of `Message`.
+///
+/// One receive and one send may run at the same time (as in ASP.NET):
+/// [`split`](Self::split) gives a [`WebSocketReader`] and a
+/// [`WebSocketWriter`] to put on two tasks.
+///
+/// Pings are answered automatically, on whichever half is receiving; the
+/// keep-alive timer sends pings of its own.
+///
+/// # The close handshake
+///
+/// Either side starts it by sending a Close frame; the other answers with
+/// one; then the server closes the TCP connection (RFC 6455 §7.1.1).
+///
+/// - When the peer starts: a receive returns [`MessageType::Close`] with
+///   the peer's [`close_status`](ReceiveResult::close_status) and the
+///   state becomes [`CloseReceived`](WebSocketState::CloseReceived).
+///   Answer with [`close`](Self::close) or [`close_output`](Self::close_output)
+///   (usually echoing the status); both then complete at once and the
+///   state becomes [`Closed`](WebSocketState::Closed). If the socket is
+///   dropped instead, the answer is sent for you, echoing the status.
+/// - When we start: [`close_output`](Self::close_output) sends our Close
+///   and returns (state [`CloseSent`](WebSocketState::CloseSent)); keep
+///   receiving to see the rest of the peer's data and its Close.
+///   [`close`](Self::close) sends our Close and waits for the peer's,
+///   discarding data that arrives meanwhile, at most the
+///   [close timeout](crate::WebSocketOptions::close_timeout); a peer that
+///   does not answer in time is cut off and the socket is
+///   [`Aborted`](WebSocketState::Aborted).
+/// - A protocol violation by the peer sends a Close with the RFC's code
+///   (1002, 1007 or 1009), drops the connection and ends
+///   [`Aborted`](WebSocketState::Aborted); the receive returns
+///   [`Error::Protocol`].
+///
+/// Once `Closed` or `Aborted` the socket is *finished*: the request
+/// pipeline held by [`WebSocketLayer`](crate::WebSocketLayer) completes,
+/// and [`finished`](Self::finished) resolves. Dropping the socket finishes
+/// it too (aborting it if it was open).
+pub struct WebSocket {
+    reader: WebSocketReader,
+    writer: WebSocketWriter,
+}
+
+/// The receiving half of a [`WebSocket`], from [`WebSocket::split`].
+///
+/// It answers pings by itself, even while the writer is busy on another
+/// task.
+pub struct WebSocketReader {
+    shared: Arc<Shared>,
+    stream_done: bool,
+}
+
+/// The sending half of a [`WebSocket`], from [`WebSocket::split`].
+pub struct WebSocketWriter {
+    shared: Arc<Shared>,
+}
+
+/// Socket settings taken from the layer's options and the accept options.
+pub(crate) struct SocketConfig {
+    pub(crate) limits: Limits,
+    pub(crate) receive_buffer_size: usize,
+    pub(crate) close_timeout: Duration,
+    pub(crate) keep_alive_interval: Option<Duration>,
+    pub(crate) subprotocol: Option<Box<str>>,
+}
+
+impl SocketConfig {
+    pub(crate) fn from_options(options: &WebSocketOptions) -> Self {
+        SocketConfig {
+            limits: Limits {
+                max_message_size: options.max_message_size as u64,
+                max_frame_size: options.max_frame_size as u64,
+            },
+            receive_buffer_size: options.receive_buffer_size,
+            close_timeout: options.close_timeout,
+            keep_alive_interval: options.keep_alive_interval,
+            subprotocol: None,
+        }
+    }
+}
+
+impl WebSocket {
+    pub(crate) fn new(
+        io: Box<dyn Io>,
+        config: SocketConfig,
+        finished: watch::Sender<bool>,
+    ) -> WebSocket {
+        let shared = Shared::new(
+            io,
+            CoreConfig {
+                limits: config.limits,
+                receive_buffer_size: config.receive_buffer_size,
+                close_timeout: config.close_timeout,
+            },
+            config.subprotocol,
+            finished,
+        );
+        if let Some(interval) = config.keep_alive_interval {
+            spawn_keep_alive(Arc::downgrade(&shared), shared.finished_receiver(), interval);
+        }
+        WebSocket {
+            reader: WebSocketReader {
+                shared: shared.clone(),
+                stream_done: false,
+            },
+            writer: WebSocketWriter { shared },
+        }
+    }
+
+    /// Runs the server side of the protocol over a stream on which the
+    /// opening handshake has already been completed (for custom servers
+    /// and tests; [`WebSocketUpgrade::accept`](crate::WebSocketUpgrade::accept)
+    /// is the usual way in).
+    ///
+    /// Must be called within a tokio runtime when keep-alive is enabled.
+    ///
+    /// # Errors
+    ///
+    /// The options are invalid.
+    pub fn from_raw_socket<T>(io: T, options: WebSocketOptions) -> Result<WebSocket, OptionsError>
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let options = options.validate()?;
+        let (finished, _) = watch::channel(false);
+        Ok(WebSocket::new(
+            Box::new(io),
+            SocketConfig::from_options(&options),
+            finished,
+        ))
+    }
+
+    /// Receives the next piece of a message into `buf` (ASP.NET
+    /// `ReceiveAsync`).
+    ///
+    /// Returns as soon as payload is available, with at most `buf.len()`
+    /// bytes: check [`end_of_message`](ReceiveResult::end_of_message) for
+    /// the message's end. Text arrives validated, but a piece may end inside
+    /// a multi-byte character. When the peer's Close frame arrives this
+    /// returns it as [`MessageType::Close`] (once).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] if the peer broke the protocol (the socket
+    /// answered with the matching close code and is aborted);
+    /// [`Error::Closed`] after the peer's Close was already returned;
+    /// [`Error::Io`] / [`Error::ConnectionReset`] if the connection failed;
+    /// [`Error::InvalidArgument`] for an empty `buf`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: if the future is dropped before it completes, no data
+    /// was consumed, and the next receive continues where this one would
+    /// have.
+    pub async fn receive(&mut self, buf: &mut [u8]) -> Result<ReceiveResult, Error> {
+        self.reader.receive(buf).await
+    }
+
+    /// Sends `payload` as one frame of a message of `message_type` (ASP.NET
+    /// `SendAsync`); `end_of_message = false` leaves the message open for
+    /// more frames, so a message can be streamed in pieces.
+    ///
+    /// Text payloads are sent as given: the caller is responsible for
+    /// sending valid UTF-8 (the whole message must be valid; pieces may
+    /// split characters).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SendAfterClose`] after our Close was sent;
+    /// [`Error::InvalidArgument`] for [`MessageType::Close`] or a type
+    /// change inside a fragmented message; [`Error::Io`] if the connection
+    /// failed; [`Error::Aborted`] / [`Error::Closed`] on a finished socket.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the frame is sent whole even if the future is dropped:
+    /// the unwritten rest is queued and goes out before anything else the
+    /// socket writes, so the stream never carries half a frame.
+    pub async fn send(
+        &mut self,
+        payload: &[u8],
+        message_type: MessageType,
+        end_of_message: bool,
+    ) -> Result<(), Error> {
+        self.writer.send(payload, message_type, end_of_message).await
+    }
+
+    /// Receives the next whole message. A received [`Message::Close`] has
+    /// the same meaning as a [`MessageType::Close`] receive result.
+    ///
+    /// # Errors
+    ///
+    /// As [`receive`](Self::receive).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a partly received message is kept in the socket and
+    /// completed by the next call.
+    pub async fn receive_message(&mut self) -> Result<Message, Error> {
+        self.reader.receive_message().await
+    }
+
+    /// Sends a whole message; [`Message::Close`] is
+    /// [`close_output`](Self::close_output).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_message(&mut self, message: Message) -> Result<(), Error> {
+        self.writer.send_message(message).await
+    }
+
+    /// Closes the socket with the full handshake (ASP.NET `CloseAsync`):
+    /// sends our Close frame (unless already sent), then waits for the
+    /// peer's, discarding data that arrives meanwhile, at most the close
+    /// timeout. `status = None` sends a Close frame without a code; the
+    /// `description` is truncated to 123 bytes on a character boundary.
+    ///
+    /// Calling it on a closed socket does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CloseTimeout`] if the peer did not answer in time (the
+    /// socket is aborted); [`Error::Aborted`] on an aborted socket; any
+    /// receive error while waiting.
+    ///
+    /// # Cancel safety
+    ///
+    /// Our Close frame is queued on the first poll and sent by whatever
+    /// operation writes next; the wait for the peer's Close can be resumed
+    /// by calling `close` again.
+    pub async fn close(
+        &mut self,
+        status: impl Into<Option<CloseCode>>,
+        description: &str,
+    ) -> Result<(), Error> {
+        self.writer.close_output(status, description).await?;
+        if self.state() != WebSocketState::CloseSent {
+            return Ok(());
+        }
+        let timeout = self.writer.shared.lock().close_timeout();
+        let wait = async {
+            loop {
+                let result =
+                    poll_fn(|cx| self.reader.poll_receive(cx, Target::Discard)).await?;
+                if result.message_type() == MessageType::Close {
+                    return Ok(());
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(self.writer.shared.lock().close_timed_out()),
+        }
+    }
+
+    /// Sends our Close frame without waiting for the peer's (ASP.NET
+    /// `CloseOutputAsync`). After a received Close this completes the
+    /// handshake; otherwise keep receiving until the peer's Close arrives.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Aborted`] on an aborted socket; [`Error::Io`] if writing
+    /// failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// The Close frame is queued on the first poll and sent by whatever
+    /// operation writes next.
+    pub async fn close_output(
+        &mut self,
+        status: impl Into<Option<CloseCode>>,
+        description: &str,
+    ) -> Result<(), Error> {
+        self.writer.close_output(status, description).await
+    }
+
+    /// Drops the connection at once, without a close handshake (ASP.NET
+    /// `Abort`). Pending and later operations fail with
+    /// [`Error::Aborted`].
+    pub fn abort(&self) {
+        self.writer.abort();
+    }
+
+    /// The socket's state.
+    pub fn state(&self) -> WebSocketState {
+        self.writer.state()
+    }
+
+    /// The close code the peer sent (once its Close arrived), or the one we
+    /// sent in reply; `None` if there is none (yet).
+    pub fn close_status(&self) -> Option<CloseCode> {
+        self.writer.shared.lock().close_status()
+    }
+
+    /// The peer's close reason, once its Close arrived.
+    pub fn close_status_description(&self) -> Option<String> {
+        self.writer.shared.lock().close_description().map(str::to_owned)
+    }
+
+    /// The subprotocol chosen at accept, if any.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.writer.subprotocol()
+    }
+
+    /// A future that resolves when the socket is finished: closed, aborted
+    /// or dropped. This is the `TaskCompletionSource` of the ASP.NET
+    /// background-socket pattern: hand the socket to a background owner
+    /// and await this in the request handler.
+    pub fn finished(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.writer.shared.finished()
+    }
+
+    /// Splits the socket into a reader and a writer that can be used from
+    /// two tasks at once.
+    pub fn split(self) -> (WebSocketReader, WebSocketWriter) {
+        (self.reader, self.writer)
+    }
+}
+
+impl WebSocketReader {
+    fn poll_receive(
+        &mut self,
+        cx: &mut Context<'_>,
+        target: Target<'_>,
+    ) -> Poll<Result<ReceiveResult, Error>> {
+        self.shared
+            .poll_with(cx, Party::Reader, |core, io_cx| core.poll_receive(io_cx, target))
+    }
+
+    /// See [`WebSocket::receive`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::receive`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`WebSocket::receive`].
+    pub async fn receive(&mut self, buf: &mut [u8]) -> Result<ReceiveResult, Error> {
+        poll_fn(|cx| self.poll_receive(cx, Target::Slice(&mut *buf))).await
+    }
+
+    /// See [`WebSocket::receive_message`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::receive`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`WebSocket::receive_message`].
+    pub async fn receive_message(&mut self) -> Result<Message, Error> {
+        poll_fn(|cx| self.poll_receive_message(cx)).await
+    }
+
+    fn poll_receive_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, Error>> {
+        self.shared
+            .poll_with(cx, Party::Reader, |core, io_cx| core.poll_receive_message(io_cx))
+    }
+
+    /// See [`WebSocket::state`].
+    pub fn state(&self) -> WebSocketState {
+        self.shared.lock().state()
+    }
+
+    /// See [`WebSocket::abort`].
+    pub fn abort(&self) {
+        self.shared.lock().abort();
+    }
+
+    /// See [`WebSocket::finished`].
+    pub fn finished(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.finished()
+    }
+}
+
+/// Completes a cancelled send so the stream never carries half a frame.
+struct SendGuard<'a> {
+    shared: &'a Shared,
+    payload: &'a [u8],
+    progress: SendProgress,
+}
+
+impl Drop for SendGuard<'_> {
+    fn drop(&mut self) {
+        if let SendProgress::Streaming { .. } = self.progress {
+            self.shared.lock().cancel_send(self.payload, &self.progress);
+        }
+    }
+}
+
+impl WebSocketWriter {
+    /// See [`WebSocket::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::send`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`WebSocket::send`].
+    pub async fn send(
+        &mut self,
+        payload: &[u8],
+        message_type: MessageType,
+        end_of_message: bool,
+    ) -> Result<(), Error> {
+        let mut guard = SendGuard {
+            shared: &self.shared,
+            payload,
+            progress: SendProgress::NotStarted,
+        };
+        poll_fn(|cx| {
+            let SendGuard {
+                shared,
+                payload,
+                progress,
+            } = &mut guard;
+            shared.poll_with(cx, Party::Writer, |core, io_cx| {
+                core.poll_send(io_cx, payload, message_type, end_of_message, progress)
+            })
+        })
+        .await
+    }
+
+    /// See [`WebSocket::send_message`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::send`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`WebSocket::send`].
+    pub async fn send_message(&mut self, message: Message) -> Result<(), Error> {
+        match message {
+            Message::Text(text) => self.send(text.as_bytes(), MessageType::Text, true).await,
+            Message::Binary(data) => self.send(&data, MessageType::Binary, true).await,
+            Message::Close(frame) => match frame {
+                Some(frame) => self.close_output(frame.code, &frame.reason).await,
+                None => self.close_output(None, "").await,
+            },
+        }
+    }
+
+    /// See [`WebSocket::close_output`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::close_output`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`WebSocket::close_output`].
+    pub async fn close_output(
+        &mut self,
+        status: impl Into<Option<CloseCode>>,
+        description: &str,
+    ) -> Result<(), Error> {
+        self.shared.lock().start_close(status.into(), description)?;
+        poll_fn(|cx| self.poll_flush_inner(cx)).await
+    }
+
+    fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared
+            .poll_with(cx, Party::Writer, |core, io_cx| core.poll_flush(io_cx))
+    }
+
+    /// See [`WebSocket::state`].
+    pub fn state(&self) -> WebSocketState {
+        self.shared.lock().state()
+    }
+
+    /// See [`WebSocket::abort`].
+    pub fn abort(&self) {
+        self.shared.lock().abort();
+    }
+
+    /// See [`WebSocket::subprotocol`].
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.shared.subprotocol.as_deref()
+    }
+
+    /// See [`WebSocket::finished`].
+    pub fn finished(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.finished()
+    }
+}
+
+impl Stream for WebSocketReader {
+    type Item = Result<Message, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.stream_done {
+            return Poll::Ready(None);
+        }
+        let item = std::task::ready!(self.poll_receive_message(cx));
+        if matches!(item, Ok(Message::Close(_)) | Err(_)) {
+            self.stream_done = true;
+        }
+        Poll::Ready(Some(item))
+    }
+}
+
+impl Sink<Message> for WebSocketWriter {
+    type Error = Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.shared.lock().queued() < SINK_HIGH_WATER {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_flush_inner(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        let mut core = self.shared.lock();
+        match item {
+            Message::Text(text) => core.queue_message(text.as_bytes(), MessageType::Text),
+            Message::Binary(data) => core.queue_message(&data, MessageType::Binary),
+            Message::Close(frame) => {
+                let (code, reason) = match &frame {
+                    Some(frame) => (Some(frame.code), frame.reason.as_str()),
+                    None => (None, ""),
+                };
+                core.start_close(code, reason).map(drop)
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.poll_flush_inner(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared
+            .lock()
+            .start_close(Some(CloseCode::NORMAL), "")?;
+        self.poll_flush_inner(cx)
+    }
+}
+
+impl Stream for WebSocket {
+    type Item = Result<Message, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.reader).poll_next(cx)
+    }
+}
+
+impl Sink<Message> for WebSocket {
+    type Error = Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Pin::new(&mut self.writer).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        Pin::new(&mut self.writer).start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Pin::new(&mut self.writer).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Pin::new(&mut self.writer).poll_close(cx)
+    }
+}
+
+impl fmt::Debug for WebSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("state", &self.state())
+            .field("subprotocol", &self.subprotocol())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for WebSocketReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocketReader")
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for WebSocketWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocketWriter")
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends a ping every `interval` while the socket is open (ASP.NET
+/// `KeepAliveInterval`). The task holds only a weak reference, wakes once
+/// per interval, and ends when the socket is finished.
+fn spawn_keep_alive(
+    shared: Weak<Shared>,
+    mut finished: watch::Receiver<bool>,
+    interval: Duration,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!("no tokio runtime: websocket keep-alive pings disabled");
+        return;
+    };
+    runtime.spawn(async move {
+        let start = tokio::time::Instant::now() + interval;
+        let mut ticker = tokio::time::interval_at(start, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = finished.wait_for(|done| *done) => return,
+            }
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let open = poll_fn(|cx| {
+                shared.poll_with(cx, Party::KeepAlive, |core, io_cx| core.poll_keep_alive(io_cx))
+            })
+            .await;
+            if !open {
+                return;
+            }
+        }
+    });
+}

@@ -1,0 +1,209 @@
+//! [`WebSocketUpgrade`]: the `HttpContext.WebSockets` of a request.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::sync::{oneshot, watch};
+
+use crate::error::Error;
+use crate::handshake::{Flavor, Handshake, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL};
+use crate::options::WebSocketOptions;
+use crate::socket::{SocketConfig, WebSocket};
+
+/// The handle [`WebSocketLayer`](crate::WebSocketLayer) puts in the
+/// extensions of every valid WebSocket request: the analog of ASP.NET's
+/// `HttpContext.WebSockets` (`IsWebSocketRequest`,
+/// `WebSocketRequestedProtocols`, `AcceptWebSocketAsync`).
+///
+/// ```no_run
+/// use http::{Request, Response, StatusCode};
+/// use tower_websockets::{AcceptOptions, WebSocketUpgrade};
+///
+/// async fn handler<B>(mut req: Request<B>) -> Result<Response<String>, tower_websockets::Error> {
+///     let Some(upgrade) = WebSocketUpgrade::from_request(&mut req) else {
+///         let mut bad = Response::new("expected a websocket request".to_owned());
+///         *bad.status_mut() = StatusCode::BAD_REQUEST;
+///         return Ok(bad);
+///     };
+///     // Pick "chat" if the client offered it.
+///     let chat = upgrade.requested_subprotocols().any(|p| p == "chat");
+///     let options = if chat { AcceptOptions::new().subprotocol("chat") } else { AcceptOptions::new() };
+///     let mut socket = upgrade.accept_with(options).await?;
+///     socket.send_message("hello".into()).await?;
+///     socket.close(tower_websockets::CloseCode::NORMAL, "bye").await?;
+///     Ok(Response::default()) // discarded: the 101 was already sent
+/// }
+/// ```
+#[derive(Clone)]
+pub struct WebSocketUpgrade {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    handshake: Handshake,
+    options: Arc<WebSocketOptions>,
+    pending: Mutex<Option<Pending>>,
+}
+
+/// What accepting consumes: hyper's upgrade future, the channel to the
+/// layer's response future, and the socket's completion.
+pub(crate) struct Pending {
+    pub(crate) on_upgrade: OnUpgrade,
+    pub(crate) respond: oneshot::Sender<Response<()>>,
+    pub(crate) finished: watch::Sender<bool>,
+}
+
+/// Per-socket choices made at accept (ASP.NET `WebSocketAcceptContext`).
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct AcceptOptions {
+    subprotocol: Option<String>,
+    keep_alive_interval: Option<Option<Duration>>,
+}
+
+impl AcceptOptions {
+    /// Default accept options: no subprotocol, the layer's keep-alive.
+    pub fn new() -> Self {
+        AcceptOptions::default()
+    }
+
+    /// The subprotocol to answer with (ASP.NET
+    /// `WebSocketAcceptContext.SubProtocol`). It must be one the client
+    /// offered in `Sec-WebSocket-Protocol`, compared exactly.
+    #[must_use]
+    pub fn subprotocol(mut self, protocol: impl Into<String>) -> Self {
+        self.subprotocol = Some(protocol.into());
+        self
+    }
+
+    /// This socket's keep-alive interval, overriding
+    /// [`WebSocketOptions::keep_alive_interval`]; `None` disables
+    /// keep-alive pings for it.
+    #[must_use]
+    pub fn keep_alive_interval(mut self, interval: Option<Duration>) -> Self {
+        self.keep_alive_interval = Some(interval);
+        self
+    }
+}
+
+impl WebSocketUpgrade {
+    pub(crate) fn new(
+        handshake: Handshake,
+        options: Arc<WebSocketOptions>,
+        pending: Pending,
+    ) -> Self {
+        WebSocketUpgrade {
+            inner: Arc::new(Inner {
+                handshake,
+                options,
+                pending: Mutex::new(Some(pending)),
+            }),
+        }
+    }
+
+    /// Takes the handle out of a request's extensions: `Some` exactly when
+    /// [`WebSocketLayer`](crate::WebSocketLayer) found a valid WebSocket
+    /// request (ASP.NET `IsWebSocketRequest`).
+    pub fn from_request<B>(req: &mut Request<B>) -> Option<WebSocketUpgrade> {
+        req.extensions_mut().remove::<WebSocketUpgrade>()
+    }
+
+    /// Whether the request is a valid WebSocket request that can be
+    /// accepted (ASP.NET `IsWebSocketRequest`), without taking the handle.
+    pub fn is_websocket_request<B>(req: &Request<B>) -> bool {
+        req.extensions().get::<WebSocketUpgrade>().is_some()
+    }
+
+    /// The subprotocols the client offered, in its order of preference
+    /// (ASP.NET `WebSocketRequestedProtocols`).
+    pub fn requested_subprotocols(&self) -> impl Iterator<Item = &str> {
+        self.inner.handshake.subprotocols.iter().map(|p| &**p)
+    }
+
+    /// The extensions the client offered in `Sec-WebSocket-Extensions`.
+    /// None is negotiated yet.
+    pub fn requested_extensions(&self) -> impl Iterator<Item = &str> {
+        self.inner.handshake.extensions.iter().map(|p| &**p)
+    }
+
+    /// Accepts with default [`AcceptOptions`] (ASP.NET
+    /// `AcceptWebSocketAsync()`).
+    ///
+    /// # Errors
+    ///
+    /// As [`accept_with`](Self::accept_with).
+    pub async fn accept(self) -> Result<WebSocket, Error> {
+        self.accept_with(AcceptOptions::new()).await
+    }
+
+    /// Accepts the request: the handshake response (`101 Switching
+    /// Protocols`) is handed to the layer, which returns it to hyper; once
+    /// hyper has sent it and handed over the connection, this returns the
+    /// socket.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SubprotocolNotOffered`] if the chosen subprotocol was not
+    /// offered (nothing is sent; the request can still be answered
+    /// normally); [`Error::AlreadyAccepted`] if this request was already
+    /// accepted through a clone of this handle;
+    /// [`Error::HandshakeAborted`] if the HTTP connection went away first;
+    /// [`Error::Upgrade`] if hyper could not hand over the connection.
+    pub async fn accept_with(self, options: AcceptOptions) -> Result<WebSocket, Error> {
+        let subprotocol = match options.subprotocol {
+            Some(chosen) if self.requested_subprotocols().any(|p| p == chosen) => Some(chosen),
+            Some(_) => return Err(Error::SubprotocolNotOffered),
+            None => None,
+        };
+        let pending = self
+            .inner
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or(Error::AlreadyAccepted)?;
+
+        let mut response = Response::new(());
+        match &self.inner.handshake.flavor {
+            Flavor::Http11 { accept } => {
+                *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                let headers = response.headers_mut();
+                headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(SEC_WEBSOCKET_ACCEPT, accept.clone());
+            }
+        }
+        if let Some(protocol) = &subprotocol {
+            let value = HeaderValue::from_str(protocol).map_err(|_| Error::SubprotocolNotOffered)?;
+            response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, value);
+        }
+
+        let Pending {
+            on_upgrade,
+            respond,
+            finished,
+        } = pending;
+        respond.send(response).map_err(|_| Error::HandshakeAborted)?;
+        let upgraded = on_upgrade.await.map_err(Error::Upgrade)?;
+
+        let mut config = SocketConfig::from_options(&self.inner.options);
+        if let Some(interval) = options.keep_alive_interval {
+            config.keep_alive_interval = interval;
+        }
+        config.subprotocol = subprotocol.map(String::into_boxed_str);
+        Ok(WebSocket::new(Box::new(TokioIo::new(upgraded)), config, finished))
+    }
+}
+
+impl fmt::Debug for WebSocketUpgrade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocketUpgrade")
+            .field("subprotocols", &self.inner.handshake.subprotocols)
+            .field("extensions", &self.inner.handshake.extensions)
+            .finish_non_exhaustive()
+    }
+}
