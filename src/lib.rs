@@ -122,3 +122,8 @@ pub use socket::{
     WebSocketWriter,
 };
 pub use upgrade::{AcceptOptions, WebSocketUpgrade};
+
+/// The README's examples, compiled as doc tests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
