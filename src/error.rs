@@ -29,6 +29,9 @@ pub enum Error {
     Closed,
     /// A send after this side's Close frame was sent.
     SendAfterClose,
+    /// The peer sent nothing, not even a pong, within the keep-alive
+    /// timeout after a keep-alive ping; the socket is aborted.
+    KeepAliveTimeout,
     /// The peer did not answer our Close frame within the close timeout;
     /// the connection was dropped and the socket is aborted.
     CloseTimeout,
@@ -57,6 +60,7 @@ impl fmt::Display for Error {
             Error::Aborted => "websocket was aborted",
             Error::Closed => "websocket is closed",
             Error::SendAfterClose => "cannot send after the close frame was sent",
+            Error::KeepAliveTimeout => "peer did not answer the keep-alive ping in time",
             Error::CloseTimeout => "peer did not answer the close frame in time",
             Error::InvalidArgument(message) => message,
             Error::AlreadyAccepted => "websocket request was already accepted",
@@ -99,6 +103,7 @@ impl Error {
             Error::Protocol(e) => Error::Protocol(*e),
             Error::ConnectionReset => Error::ConnectionReset,
             Error::CloseTimeout => Error::CloseTimeout,
+            Error::KeepAliveTimeout => Error::KeepAliveTimeout,
             Error::Closed => Error::Closed,
             _ => Error::Aborted,
         }

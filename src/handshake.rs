@@ -236,7 +236,10 @@ mod tests {
 
     #[test]
     fn rfc_accept_key_example() {
-        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
@@ -271,33 +274,64 @@ mod tests {
     #[test]
     fn each_requirement_is_checked() {
         let plain = Request::get("/").body(()).unwrap();
-        assert_eq!(detect(&plain).unwrap_err(), HandshakeRejection::NotWebSocket);
+        assert_eq!(
+            detect(&plain).unwrap_err(),
+            HandshakeRejection::NotWebSocket
+        );
 
         let post = request().method("POST").body(()).unwrap();
         assert_eq!(detect(&post).unwrap_err(), HandshakeRejection::MethodNotGet);
 
         let http10 = request().version(Version::HTTP_10).body(()).unwrap();
-        assert_eq!(detect(&http10).unwrap_err(), HandshakeRejection::UnsupportedHttpVersion);
+        assert_eq!(
+            detect(&http10).unwrap_err(),
+            HandshakeRejection::UnsupportedHttpVersion
+        );
 
         let mut no_conn = request().body(()).unwrap();
-        no_conn.headers_mut().insert("connection", HeaderValue::from_static("keep-alive"));
-        assert_eq!(detect(&no_conn).unwrap_err(), HandshakeRejection::ConnectionNotUpgrade);
+        no_conn
+            .headers_mut()
+            .insert("connection", HeaderValue::from_static("keep-alive"));
+        assert_eq!(
+            detect(&no_conn).unwrap_err(),
+            HandshakeRejection::ConnectionNotUpgrade
+        );
 
         let mut v8 = request().body(()).unwrap();
-        v8.headers_mut().insert("sec-websocket-version", HeaderValue::from_static("8"));
-        assert_eq!(detect(&v8).unwrap_err(), HandshakeRejection::UnsupportedVersion);
+        v8.headers_mut()
+            .insert("sec-websocket-version", HeaderValue::from_static("8"));
+        assert_eq!(
+            detect(&v8).unwrap_err(),
+            HandshakeRejection::UnsupportedVersion
+        );
 
         let mut no_key = request().body(()).unwrap();
         no_key.headers_mut().remove("sec-websocket-key");
         assert_eq!(detect(&no_key).unwrap_err(), HandshakeRejection::MissingKey);
 
-        let two_keys = request().header("sec-websocket-key", "AAAAAAAAAAAAAAAAAAAAAA==").body(()).unwrap();
-        assert_eq!(detect(&two_keys).unwrap_err(), HandshakeRejection::MissingKey);
+        let two_keys = request()
+            .header("sec-websocket-key", "AAAAAAAAAAAAAAAAAAAAAA==")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            detect(&two_keys).unwrap_err(),
+            HandshakeRejection::MissingKey
+        );
 
-        for bad in ["AAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAAAA=", "not base64 at all!!!!!==", "AAAAAAAAAAAAAAAAAAAAAAAA"] {
+        for bad in [
+            "AAAAAAAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAAAAAAAA=",
+            "not base64 at all!!!!!==",
+            "AAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
             let mut req = request().body(()).unwrap();
-            req.headers_mut().insert("sec-websocket-key", HeaderValue::from_static(bad));
-            assert_eq!(detect(&req).unwrap_err(), HandshakeRejection::InvalidKey, "{bad}");
+            req.headers_mut()
+                .insert("sec-websocket-key", HeaderValue::from_static(bad));
+            assert_eq!(
+                detect(&req).unwrap_err(),
+                HandshakeRejection::InvalidKey,
+                "{bad}"
+            );
         }
     }
 

@@ -37,6 +37,7 @@ use http::HeaderValue;
 #[non_exhaustive]
 pub struct WebSocketOptions {
     pub(crate) keep_alive_interval: Option<Duration>,
+    pub(crate) keep_alive_timeout: Option<Duration>,
     pub(crate) receive_buffer_size: usize,
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) require_origin: bool,
@@ -62,6 +63,7 @@ impl Default for WebSocketOptions {
     fn default() -> Self {
         WebSocketOptions {
             keep_alive_interval: Some(DEFAULT_KEEP_ALIVE_INTERVAL),
+            keep_alive_timeout: None,
             receive_buffer_size: DEFAULT_RECEIVE_BUFFER_SIZE,
             allowed_origins: Vec::new(),
             require_origin: false,
@@ -79,13 +81,31 @@ impl WebSocketOptions {
     /// (ASP.NET `KeepAliveInterval`); `None` disables keep-alive pings.
     ///
     /// Default: 120 seconds. Pings are sent on a timer whether or not the
-    /// application is currently receiving, and pongs are never waited for
-    /// here, so a busy application is never disconnected by them. Per
-    /// socket it can be overridden with
+    /// application is currently receiving. Per socket it can be overridden
+    /// with
     /// [`AcceptOptions::keep_alive_interval`](crate::AcceptOptions::keep_alive_interval).
     #[must_use]
     pub fn keep_alive_interval(mut self, interval: Option<Duration>) -> Self {
         self.keep_alive_interval = interval;
+        self
+    }
+
+    /// How long after a keep-alive ping the peer may stay silent before the
+    /// socket is aborted (ASP.NET `KeepAliveTimeout`); `None` never aborts.
+    ///
+    /// Default: `None`, as ASP.NET. Any input counts as an answer, not
+    /// only the pong. Unlike ASP.NET, a peer is never timed out just
+    /// because the application is busy and not receiving: when the timeout
+    /// expires the socket reads what the peer sent (keeping it, in order,
+    /// for the application) before it decides. An aborted socket fails the
+    /// pending or next operation with
+    /// [`Error::KeepAliveTimeout`](crate::Error::KeepAliveTimeout). Has no
+    /// effect without a [`keep_alive_interval`](Self::keep_alive_interval);
+    /// per socket it can be overridden with
+    /// [`AcceptOptions::keep_alive_timeout`](crate::AcceptOptions::keep_alive_timeout).
+    #[must_use]
+    pub fn keep_alive_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.keep_alive_timeout = timeout;
         self
     }
 
@@ -177,13 +197,22 @@ impl WebSocketOptions {
     /// Checks the settings and normalises the origins.
     pub(crate) fn validate(mut self) -> Result<Self, OptionsError> {
         if self.keep_alive_interval == Some(Duration::ZERO) {
-            return Err(OptionsError::new("keep_alive_interval must be non-zero (use None to disable)"));
+            return Err(OptionsError::new(
+                "keep_alive_interval must be non-zero (use None to disable)",
+            ));
+        }
+        if self.keep_alive_timeout == Some(Duration::ZERO) {
+            return Err(OptionsError::new("keep_alive_timeout must be non-zero (use None to disable)"));
         }
         if self.receive_buffer_size < 256 {
-            return Err(OptionsError::new("receive_buffer_size must be at least 256 bytes"));
+            return Err(OptionsError::new(
+                "receive_buffer_size must be at least 256 bytes",
+            ));
         }
         if self.max_frame_size == 0 || self.max_message_size == 0 {
-            return Err(OptionsError::new("max_frame_size and max_message_size must be non-zero"));
+            return Err(OptionsError::new(
+                "max_frame_size and max_message_size must be non-zero",
+            ));
         }
         // A frame can never be longer than the message it belongs to.
         self.max_frame_size = self.max_frame_size.min(self.max_message_size);
@@ -193,7 +222,9 @@ impl WebSocketOptions {
         for origin in &mut self.allowed_origins {
             let trimmed = origin.trim();
             if trimmed.is_empty() || HeaderValue::from_str(trimmed).is_err() {
-                return Err(OptionsError::new("allowed_origins holds an empty or invalid origin"));
+                return Err(OptionsError::new(
+                    "allowed_origins holds an empty or invalid origin",
+                ));
             }
             *origin = trimmed.trim_end_matches('/').to_ascii_lowercase();
         }
@@ -219,6 +250,7 @@ impl fmt::Debug for WebSocketOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebSocketOptions")
             .field("keep_alive_interval", &self.keep_alive_interval)
+            .field("keep_alive_timeout", &self.keep_alive_timeout)
             .field("receive_buffer_size", &self.receive_buffer_size)
             .field("allowed_origins", &self.allowed_origins)
             .field("require_origin", &self.require_origin)
@@ -278,7 +310,10 @@ mod tests {
 
     #[test]
     fn frame_limit_is_capped_by_message_limit() {
-        let options = WebSocketOptions::default().max_message_size(1000).validate().unwrap();
+        let options = WebSocketOptions::default()
+            .max_message_size(1000)
+            .validate()
+            .unwrap();
         assert_eq!(options.max_frame_size, 1000);
     }
 

@@ -63,6 +63,7 @@ pub(crate) struct Pending {
 pub struct AcceptOptions {
     subprotocol: Option<String>,
     keep_alive_interval: Option<Option<Duration>>,
+    keep_alive_timeout: Option<Option<Duration>>,
 }
 
 impl AcceptOptions {
@@ -86,6 +87,15 @@ impl AcceptOptions {
     #[must_use]
     pub fn keep_alive_interval(mut self, interval: Option<Duration>) -> Self {
         self.keep_alive_interval = Some(interval);
+        self
+    }
+
+    /// This socket's keep-alive timeout, overriding
+    /// [`WebSocketOptions::keep_alive_timeout`]; `None` disables it for
+    /// this socket. A zero timeout counts as `None`.
+    #[must_use]
+    pub fn keep_alive_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.keep_alive_timeout = Some(timeout.filter(|t| !t.is_zero()));
         self
     }
 }
@@ -178,7 +188,8 @@ impl WebSocketUpgrade {
             }
         }
         if let Some(protocol) = &subprotocol {
-            let value = HeaderValue::from_str(protocol).map_err(|_| Error::SubprotocolNotOffered)?;
+            let value =
+                HeaderValue::from_str(protocol).map_err(|_| Error::SubprotocolNotOffered)?;
             response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, value);
         }
 
@@ -187,15 +198,24 @@ impl WebSocketUpgrade {
             respond,
             finished,
         } = pending;
-        respond.send(response).map_err(|_| Error::HandshakeAborted)?;
+        respond
+            .send(response)
+            .map_err(|_| Error::HandshakeAborted)?;
         let upgraded = on_upgrade.await.map_err(Error::Upgrade)?;
 
         let mut config = SocketConfig::from_options(&self.inner.options);
         if let Some(interval) = options.keep_alive_interval {
-            config.keep_alive_interval = interval;
+            config.keep_alive_interval = interval.filter(|i| !i.is_zero());
+        }
+        if let Some(timeout) = options.keep_alive_timeout {
+            config.keep_alive_timeout = timeout;
         }
         config.subprotocol = subprotocol.map(String::into_boxed_str);
-        Ok(WebSocket::new(Box::new(TokioIo::new(upgraded)), config, finished))
+        Ok(WebSocket::new(
+            Box::new(TokioIo::new(upgraded)),
+            config,
+            finished,
+        ))
     }
 }
 

@@ -54,7 +54,10 @@ async fn cancelled_receives_continue_the_same_message() {
     // The ping in the middle was answered.
     let mut peer = writer.await.unwrap();
     let mut out = vec![0u8; 64];
-    let n = tokio::time::timeout(common::TIMEOUT, peer.read(&mut out)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(common::TIMEOUT, peer.read(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     let (pong, _) = parse_server_frame(&out[..n]).expect("a pong");
     assert_eq!((pong.opcode, pong.payload.as_slice()), (0xA, &b"ping"[..]));
 }
@@ -97,7 +100,9 @@ async fn cancelled_send_never_leaves_half_a_frame() {
         let mut chunk = [0u8; 512];
         loop {
             let n = peer.read(&mut chunk).await.unwrap();
-            if n == 0 { break; }
+            if n == 0 {
+                break;
+            }
             bytes.extend_from_slice(&chunk[..n]);
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
@@ -105,14 +110,30 @@ async fn cancelled_send_never_leaves_half_a_frame() {
     });
 
     // Start the big send and drop it part-way.
-    let cancelled = tokio::time::timeout(Duration::from_millis(5), socket.send(&big, MessageType::Binary, true)).await;
-    assert!(cancelled.is_err(), "the send finished before it could be cancelled");
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(5),
+        socket.send(&big, MessageType::Binary, true),
+    )
+    .await;
+    assert!(
+        cancelled.is_err(),
+        "the send finished before it could be cancelled"
+    );
     // The next send must come after the whole first frame.
-    socket.send(b"after", MessageType::Text, true).await.unwrap();
-    socket.close_output(tower_websockets::CloseCode::NORMAL, "").await.unwrap();
+    socket
+        .send(b"after", MessageType::Text, true)
+        .await
+        .unwrap();
+    socket
+        .close_output(tower_websockets::CloseCode::NORMAL, "")
+        .await
+        .unwrap();
     drop(socket);
 
-    let bytes = tokio::time::timeout(common::TIMEOUT, reader).await.unwrap().unwrap();
+    let bytes = tokio::time::timeout(common::TIMEOUT, reader)
+        .await
+        .unwrap()
+        .unwrap();
     let mut frames = Vec::new();
     let mut pos = 0;
     while let Some((frame, used)) = parse_server_frame(&bytes[pos..]) {
@@ -120,9 +141,20 @@ async fn cancelled_send_never_leaves_half_a_frame() {
         pos += used;
     }
     assert_eq!(pos, bytes.len(), "trailing partial frame");
-    assert_eq!(frames.len(), 3, "{:?}", frames.iter().map(|f| (f.opcode, f.payload.len())).collect::<Vec<_>>());
+    assert_eq!(
+        frames.len(),
+        3,
+        "{:?}",
+        frames
+            .iter()
+            .map(|f| (f.opcode, f.payload.len()))
+            .collect::<Vec<_>>()
+    );
     assert_eq!((frames[0].opcode, &frames[0].payload), (2, &big));
-    assert_eq!((frames[1].opcode, frames[1].payload.as_slice()), (1, &b"after"[..]));
+    assert_eq!(
+        (frames[1].opcode, frames[1].payload.as_slice()),
+        (1, &b"after"[..])
+    );
     assert_eq!(frames[2].close_code(), Some(1000));
 }
 
@@ -133,22 +165,47 @@ async fn misuse_gives_errors_not_panics() {
     // Close as a data type, an empty receive buffer, a type change mid-message.
     assert!(socket.send(b"x", MessageType::Close, true).await.is_err());
     assert!(socket.receive(&mut []).await.is_err());
-    socket.send(b"part", MessageType::Text, false).await.unwrap();
+    socket
+        .send(b"part", MessageType::Text, false)
+        .await
+        .unwrap();
     assert!(socket.send(b"x", MessageType::Binary, true).await.is_err());
     socket.send(b"end", MessageType::Text, true).await.unwrap();
     // After our close: no more sends.
-    socket.close_output(tower_websockets::CloseCode::NORMAL, "done").await.unwrap();
-    let err = socket.send(b"late", MessageType::Text, true).await.unwrap_err();
-    assert!(matches!(err, tower_websockets::Error::SendAfterClose), "{err}");
+    socket
+        .close_output(tower_websockets::CloseCode::NORMAL, "done")
+        .await
+        .unwrap();
+    let err = socket
+        .send(b"late", MessageType::Text, true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, tower_websockets::Error::SendAfterClose),
+        "{err}"
+    );
     // The peer answers; the handshake completes; then receive reports Closed.
-    peer.write_all(&frame(true, 8, &common::close_payload(1000, ""), Some(MASK))).await.unwrap();
+    peer.write_all(&frame(
+        true,
+        8,
+        &common::close_payload(1000, ""),
+        Some(MASK),
+    ))
+    .await
+    .unwrap();
     let mut buf = [0u8; 64];
     let result = socket.receive(&mut buf).await.unwrap();
     assert_eq!(result.message_type(), MessageType::Close);
     assert_eq!(socket.state(), tower_websockets::WebSocketState::Closed);
-    assert!(matches!(socket.receive(&mut buf).await, Err(tower_websockets::Error::Closed)));
+    assert!(matches!(
+        socket.receive(&mut buf).await,
+        Err(tower_websockets::Error::Closed)
+    ));
     // Closing again is a no-op; aborting a closed socket leaves it closed.
-    socket.close(tower_websockets::CloseCode::NORMAL, "").await.unwrap();
+    socket
+        .close(tower_websockets::CloseCode::NORMAL, "")
+        .await
+        .unwrap();
     socket.abort();
     assert_eq!(socket.state(), tower_websockets::WebSocketState::Closed);
 }

@@ -42,7 +42,10 @@ impl Drop for Guard {
 impl<S> Layer<S> for InFlightLayer {
     type Service = InFlight<S>;
     fn layer(&self, inner: S) -> InFlight<S> {
-        InFlight { inner, count: self.0.clone() }
+        InFlight {
+            inner,
+            count: self.0.clone(),
+        }
     }
 }
 
@@ -83,8 +86,14 @@ impl<F: Future> Future for InFlightFuture<F> {
 }
 
 async fn wait_for_count(rx: &mut watch::Receiver<usize>, want: usize) {
-    let reached = tokio::time::timeout(TIMEOUT, rx.wait_for(|n| *n == want)).await.is_ok();
-    assert!(reached, "in-flight count never reached {want}, is {}", *rx.borrow());
+    let reached = tokio::time::timeout(TIMEOUT, rx.wait_for(|n| *n == want))
+        .await
+        .is_ok();
+    assert!(
+        reached,
+        "in-flight count never reached {want}, is {}",
+        *rx.borrow()
+    );
 }
 
 #[tokio::test]
@@ -96,7 +105,9 @@ async fn inner_layer_sees_request_in_flight_until_socket_closes() {
         .service_fn(echo_handler);
     let addr = serve(service).await;
 
-    let (mut client, response) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+    let (mut client, response) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 101);
     client.send(Client::text("hi")).await.unwrap();
     assert_eq!(client.next().await.unwrap().unwrap(), Client::text("hi"));
@@ -129,12 +140,20 @@ async fn early_returning_handler_keeps_pipeline_alive_for_background_socket() {
         });
     let addr = serve(service).await;
 
-    let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
-    tokio::time::timeout(TIMEOUT, returned_rx.recv()).await.unwrap().unwrap();
+    let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    tokio::time::timeout(TIMEOUT, returned_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     // The handler has returned, yet the socket works and the pipeline is held.
     for i in 0..3 {
         client.send(Client::text(format!("m{i}"))).await.unwrap();
-        assert_eq!(client.next().await.unwrap().unwrap(), Client::text(format!("m{i}")));
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            Client::text(format!("m{i}"))
+        );
     }
     assert_eq!(*count_rx.borrow(), 1);
 
@@ -166,7 +185,9 @@ async fn dropped_socket_releases_pipeline() {
             }
         });
     let addr = serve(service).await;
-    let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+    let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
     wait_for_count(&mut count_rx, 1).await;
     drop_tx.send(()).unwrap();
     wait_for_count(&mut count_rx, 0).await;
@@ -183,17 +204,26 @@ async fn concurrency_limit_inside_layer_counts_live_sockets() {
         .service_fn(echo_handler);
     let addr = serve(service).await;
 
-    let (mut first, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+    let (mut first, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
     first.send(Client::text("one")).await.unwrap();
     assert_eq!(first.next().await.unwrap().unwrap(), Client::text("one"));
 
     // The second handshake waits for the permit the first socket holds.
     let mut second = tokio::spawn(tokio_tungstenite::connect_async(format!("ws://{addr}/ws")));
     let waited = tokio::time::timeout(Duration::from_millis(300), &mut second).await;
-    assert!(waited.is_err(), "second socket was accepted while the first was open");
+    assert!(
+        waited.is_err(),
+        "second socket was accepted while the first was open"
+    );
 
     first.close(None).await.unwrap();
-    let (mut second, response) = tokio::time::timeout(TIMEOUT, second).await.unwrap().unwrap().unwrap();
+    let (mut second, response) = tokio::time::timeout(TIMEOUT, second)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(response.status(), 101);
     second.send(Client::text("two")).await.unwrap();
     assert_eq!(second.next().await.unwrap().unwrap(), Client::text("two"));

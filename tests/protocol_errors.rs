@@ -10,7 +10,11 @@ use tower_websockets::WebSocketOptions;
 /// server answers with, checking that nothing but that Close frame (after
 /// the echoes in `expect_echoes`) is sent and that the TCP connection is
 /// then closed.
-async fn close_code_for(options: WebSocketOptions, bytes: &[u8], expect_echoes: &[(u8, &[u8])]) -> Option<u16> {
+async fn close_code_for(
+    options: WebSocketOptions,
+    bytes: &[u8],
+    expect_echoes: &[(u8, &[u8])],
+) -> Option<u16> {
     let addr = echo_server(options).await;
     let mut client = raw_connect(addr, "/ws").await;
     client.send(bytes).await;
@@ -18,7 +22,11 @@ async fn close_code_for(options: WebSocketOptions, bytes: &[u8], expect_echoes: 
         assert_eq!(client.read_message().await, (*opcode, payload.to_vec()));
     }
     let frames = client.read_to_end().await;
-    assert_eq!(frames.len(), 1, "expected exactly one close frame, got {frames:?}");
+    assert_eq!(
+        frames.len(),
+        1,
+        "expected exactly one close frame, got {frames:?}"
+    );
     frames[0].close_code()
 }
 
@@ -31,7 +39,12 @@ async fn unmasked_client_frame_closes_1002() {
 #[tokio::test]
 async fn rsv_bits_without_extension_close_1002() {
     for rsv in [0b100, 0b010, 0b001] {
-        let code = close_code_for(Default::default(), &frame_rsv(true, rsv, 1, b"hi", Some(MASK)), &[]).await;
+        let code = close_code_for(
+            Default::default(),
+            &frame_rsv(true, rsv, 1, b"hi", Some(MASK)),
+            &[],
+        )
+        .await;
         assert_eq!(code, Some(1002), "rsv {rsv:03b}");
     }
 }
@@ -39,14 +52,24 @@ async fn rsv_bits_without_extension_close_1002() {
 #[tokio::test]
 async fn reserved_opcodes_close_1002() {
     for opcode in [3u8, 7, 0xB, 0xF] {
-        let code = close_code_for(Default::default(), &frame(true, opcode, b"", Some(MASK)), &[]).await;
+        let code = close_code_for(
+            Default::default(),
+            &frame(true, opcode, b"", Some(MASK)),
+            &[],
+        )
+        .await;
         assert_eq!(code, Some(1002), "opcode {opcode:#x}");
     }
 }
 
 #[tokio::test]
 async fn control_frame_over_125_bytes_closes_1002() {
-    let code = close_code_for(Default::default(), &frame(true, 9, &[b'p'; 126], Some(MASK)), &[]).await;
+    let code = close_code_for(
+        Default::default(),
+        &frame(true, 9, &[b'p'; 126], Some(MASK)),
+        &[],
+    )
+    .await;
     assert_eq!(code, Some(1002));
 }
 
@@ -72,7 +95,10 @@ async fn new_message_inside_fragmented_message_closes_1002() {
     let mut client = raw_connect(addr, "/ws").await;
     client.send(&bytes).await;
     let first = client.read_frame().await.unwrap();
-    assert_eq!((first.fin, first.opcode, first.payload.as_slice()), (false, 1, &b"part"[..]));
+    assert_eq!(
+        (first.fin, first.opcode, first.payload.as_slice()),
+        (false, 1, &b"part"[..])
+    );
     let frames = client.read_to_end().await;
     assert_eq!(frames.len(), 1, "{frames:?}");
     assert_eq!(frames[0].close_code(), Some(1002));
@@ -87,14 +113,24 @@ async fn one_byte_close_payload_closes_1002() {
 #[tokio::test]
 async fn invalid_close_codes_close_1002() {
     for bad in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
-        let code = close_code_for(Default::default(), &frame(true, 8, &close_payload(bad, ""), Some(MASK)), &[]).await;
+        let code = close_code_for(
+            Default::default(),
+            &frame(true, 8, &close_payload(bad, ""), Some(MASK)),
+            &[],
+        )
+        .await;
         assert_eq!(code, Some(1002), "close code {bad}");
     }
 }
 
 #[tokio::test]
 async fn invalid_utf8_text_closes_1007() {
-    let code = close_code_for(Default::default(), &frame(true, 1, b"ok\xFF", Some(MASK)), &[]).await;
+    let code = close_code_for(
+        Default::default(),
+        &frame(true, 1, b"ok\xFF", Some(MASK)),
+        &[],
+    )
+    .await;
     assert_eq!(code, Some(1007));
 }
 
@@ -102,7 +138,12 @@ async fn invalid_utf8_text_closes_1007() {
 async fn invalid_utf8_close_reason_closes_1007() {
     let mut payload = close_payload(1000, "");
     payload.extend_from_slice(b"\xC0\xAF");
-    let code = close_code_for(Default::default(), &frame(true, 8, &payload, Some(MASK)), &[]).await;
+    let code = close_code_for(
+        Default::default(),
+        &frame(true, 8, &payload, Some(MASK)),
+        &[],
+    )
+    .await;
     assert_eq!(code, Some(1007));
 }
 
@@ -123,7 +164,10 @@ async fn invalid_utf8_fails_fast_before_the_frame_ends() {
     let addr = echo_server(Default::default()).await;
     let mut client = raw_connect(addr, "/ws").await;
     client.send(header_and_prefix).await;
-    let close = client.read_frame().await.expect("close before the frame ended");
+    let close = client
+        .read_frame()
+        .await
+        .expect("close before the frame ended");
     assert_eq!(close.close_code(), Some(1007));
 }
 
@@ -138,7 +182,9 @@ async fn message_over_max_size_closes_1009_from_the_header() {
 
 #[tokio::test]
 async fn message_over_max_size_by_fragments_closes_1009() {
-    let options = WebSocketOptions::default().max_message_size(1024).max_frame_size(600);
+    let options = WebSocketOptions::default()
+        .max_message_size(1024)
+        .max_frame_size(600);
     let mut bytes = frame(false, 2, &[1u8; 600], Some(MASK));
     bytes.extend(frame(true, 0, &[2u8; 600], Some(MASK)));
     let addr = echo_server(options).await;
@@ -186,7 +232,11 @@ async fn ping_between_fragments_is_answered_without_breaking_the_message() {
     }
     let pong = frames.iter().find(|f| f.opcode == 0xA).expect("a pong");
     assert_eq!(pong.payload, b"ping!");
-    let data: Vec<u8> = frames.iter().filter(|f| f.opcode != 0xA).flat_map(|f| f.payload.clone()).collect();
+    let data: Vec<u8> = frames
+        .iter()
+        .filter(|f| f.opcode != 0xA)
+        .flat_map(|f| f.payload.clone())
+        .collect();
     assert_eq!(data, b"hello");
 }
 
@@ -205,7 +255,9 @@ async fn close_is_echoed_and_tcp_closed_by_the_server() {
     let addr = echo_server(Default::default()).await;
     let mut client = raw_connect(addr, "/ws").await;
     let reason = "r".repeat(123);
-    client.send(&frame(true, 8, &close_payload(4999, &reason), Some(MASK))).await;
+    client
+        .send(&frame(true, 8, &close_payload(4999, &reason), Some(MASK)))
+        .await;
     let frames = client.read_to_end().await;
     assert_eq!(frames.len(), 1, "{frames:?}");
     assert_eq!(frames[0].payload, close_payload(4999, &reason));
@@ -221,5 +273,8 @@ async fn frame_split_byte_by_byte_is_reassembled() {
         tokio::task::yield_now().await;
     }
     let (opcode, data) = client.read_message().await;
-    assert_eq!((opcode, String::from_utf8(data).unwrap().as_str()), (1, text));
+    assert_eq!(
+        (opcode, String::from_utf8(data).unwrap().as_str()),
+        (1, text)
+    );
 }

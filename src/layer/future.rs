@@ -135,7 +135,9 @@ where
         return;
     };
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        tracing::error!("websocket accepted outside a tokio runtime; the request pipeline ends now");
+        tracing::error!(
+            "websocket accepted outside a tokio runtime; the request pipeline ends now"
+        );
         return;
     };
     runtime.spawn(async move {

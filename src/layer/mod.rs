@@ -31,7 +31,10 @@
 //! response future completes with the `101`.
 
 mod future;
-#[expect(clippy::module_inception, reason = "tower-http's layout: layer.rs in layer/")]
+#[expect(
+    clippy::module_inception,
+    reason = "tower-http's layout: layer.rs in layer/"
+)]
 mod layer;
 mod service;
 

@@ -89,7 +89,10 @@ where
         let Ok(handshake) = handshake::detect(&req) else {
             return ResponseFuture::pass_through(self.inner.call(req));
         };
-        if !self.options.origin_allowed(req.headers().get(header::ORIGIN)) {
+        if !self
+            .options
+            .origin_allowed(req.headers().get(header::ORIGIN))
+        {
             tracing::debug!(origin = ?req.headers().get(header::ORIGIN), "websocket origin rejected");
             return ResponseFuture::forbidden();
         }

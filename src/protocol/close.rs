@@ -175,7 +175,10 @@ mod tests {
     #[test]
     fn close_payloads() {
         assert_eq!(parse_close_payload(&[]), Ok(None));
-        assert_eq!(parse_close_payload(&[3]), Err(ProtocolError::InvalidClosePayload));
+        assert_eq!(
+            parse_close_payload(&[3]),
+            Err(ProtocolError::InvalidClosePayload)
+        );
         assert_eq!(
             parse_close_payload(&[0x03, 0xE8, b'b', b'y', b'e']),
             Ok(Some((CloseCode::NORMAL, "bye")))

@@ -266,7 +266,10 @@ impl Decoder {
         frame.phase = apply_mask(chunk, frame.mask, frame.phase);
         frame.remaining -= chunk.len() as u64;
         if message.text {
-            message.utf8.feed(chunk).map_err(|_| ProtocolError::InvalidUtf8)?;
+            message
+                .utf8
+                .feed(chunk)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         if frame.remaining > 0 {
             return Ok(false);
@@ -299,7 +302,10 @@ impl Decoder {
 
 fn finish_message(message: &mut MessageState) -> Result<(), ProtocolError> {
     if message.text {
-        message.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)
+        message
+            .utf8
+            .finish()
+            .map_err(|_| ProtocolError::InvalidUtf8)
     } else {
         Ok(())
     }
@@ -321,7 +327,14 @@ mod tests {
 
     fn frame(fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
         let mut header = [0u8; MAX_HEADER_LEN];
-        let n = encode_header(&mut header, fin, rsv, opcode, Some(MASK), payload.len() as u64);
+        let n = encode_header(
+            &mut header,
+            fin,
+            rsv,
+            opcode,
+            Some(MASK),
+            payload.len() as u64,
+        );
         let mut out = header[..n].to_vec();
         let mut body = payload.to_vec();
         apply_mask(&mut body, MASK, 0);
@@ -331,7 +344,10 @@ mod tests {
 
     /// Feeds whole frames; returns the messages (text flag, payload) or the
     /// first error.
-    fn run(decoder: &mut Decoder, mut wire: Vec<u8>) -> Result<Vec<(bool, Vec<u8>)>, ProtocolError> {
+    fn run(
+        decoder: &mut Decoder,
+        mut wire: Vec<u8>,
+    ) -> Result<Vec<(bool, Vec<u8>)>, ProtocolError> {
         let mut messages = Vec::new();
         let mut current = Vec::new();
         let mut pos = 0;
@@ -339,10 +355,18 @@ mod tests {
             let (header, n) = decoder.decode_header(&wire[pos..])?.expect("whole header");
             pos += n;
             match header {
-                Header::Data { text, len, message_done } => {
+                Header::Data {
+                    text,
+                    len,
+                    message_done,
+                } => {
                     let len = len as usize;
                     let chunk = &mut wire[pos..pos + len];
-                    let done = if len == 0 { message_done } else { decoder.payload(chunk)? };
+                    let done = if len == 0 {
+                        message_done
+                    } else {
+                        decoder.payload(chunk)?
+                    };
                     current.extend_from_slice(chunk);
                     pos += len;
                     if done {
@@ -365,7 +389,10 @@ mod tests {
         wire.extend(frame(false, 0, OpCode::Continuation, b""));
         wire.extend(frame(true, 0, OpCode::Continuation, "σμε".as_bytes()));
         let mut d = Decoder::new(limits());
-        assert_eq!(run(&mut d, wire), Ok(vec![(true, "κόσμε".as_bytes().to_vec())]));
+        assert_eq!(
+            run(&mut d, wire),
+            Ok(vec![(true, "κόσμε".as_bytes().to_vec())])
+        );
     }
 
     #[test]
@@ -379,26 +406,83 @@ mod tests {
     #[test]
     fn violations_map_to_close_codes() {
         let cases: Vec<(Vec<u8>, ProtocolError, u16)> = vec![
-            (frame(true, 0b100, OpCode::Text, b"x"), ProtocolError::ReservedBits, 1002),
-            (frame(true, 0b001, OpCode::Binary, b"x"), ProtocolError::ReservedBits, 1002),
-            (vec![0x81, 0x01, b'x'], ProtocolError::UnmaskedFrame, 1002),
-            (vec![0x83, 0x80, 0, 0, 0, 0], ProtocolError::ReservedOpcode(3), 1002),
-            (vec![0x8B, 0x80, 0, 0, 0, 0], ProtocolError::ReservedOpcode(0xB), 1002),
-            (frame(false, 0, OpCode::Ping, b""), ProtocolError::FragmentedControlFrame, 1002),
-            (frame(true, 0, OpCode::Ping, &[0; 126]), ProtocolError::ControlFrameTooLarge, 1002),
-            (frame(true, 0, OpCode::Continuation, b"x"), ProtocolError::UnexpectedContinuation, 1002),
             (
-                [frame(false, 0, OpCode::Text, b"a"), frame(true, 0, OpCode::Text, b"b")].concat(),
+                frame(true, 0b100, OpCode::Text, b"x"),
+                ProtocolError::ReservedBits,
+                1002,
+            ),
+            (
+                frame(true, 0b001, OpCode::Binary, b"x"),
+                ProtocolError::ReservedBits,
+                1002,
+            ),
+            (vec![0x81, 0x01, b'x'], ProtocolError::UnmaskedFrame, 1002),
+            (
+                vec![0x83, 0x80, 0, 0, 0, 0],
+                ProtocolError::ReservedOpcode(3),
+                1002,
+            ),
+            (
+                vec![0x8B, 0x80, 0, 0, 0, 0],
+                ProtocolError::ReservedOpcode(0xB),
+                1002,
+            ),
+            (
+                frame(false, 0, OpCode::Ping, b""),
+                ProtocolError::FragmentedControlFrame,
+                1002,
+            ),
+            (
+                frame(true, 0, OpCode::Ping, &[0; 126]),
+                ProtocolError::ControlFrameTooLarge,
+                1002,
+            ),
+            (
+                frame(true, 0, OpCode::Continuation, b"x"),
+                ProtocolError::UnexpectedContinuation,
+                1002,
+            ),
+            (
+                [
+                    frame(false, 0, OpCode::Text, b"a"),
+                    frame(true, 0, OpCode::Text, b"b"),
+                ]
+                .concat(),
                 ProtocolError::ExpectedContinuation,
                 1002,
             ),
-            (frame(true, 0, OpCode::Close, &[3]), ProtocolError::InvalidClosePayload, 1002),
-            (frame(true, 0, OpCode::Close, &[0, 0]), ProtocolError::InvalidCloseCode(0), 1002),
-            (frame(true, 0, OpCode::Text, b"\xFF"), ProtocolError::InvalidUtf8, 1007),
-            (frame(true, 0, OpCode::Text, b"\xCE"), ProtocolError::InvalidUtf8, 1007),
-            (frame(true, 0, OpCode::Binary, &[0; 501]), ProtocolError::FrameTooLarge, 1009),
             (
-                [frame(false, 0, OpCode::Binary, &[0; 500]), frame(false, 0, OpCode::Continuation, &[0; 500]), frame(true, 0, OpCode::Continuation, &[0; 1])].concat(),
+                frame(true, 0, OpCode::Close, &[3]),
+                ProtocolError::InvalidClosePayload,
+                1002,
+            ),
+            (
+                frame(true, 0, OpCode::Close, &[0, 0]),
+                ProtocolError::InvalidCloseCode(0),
+                1002,
+            ),
+            (
+                frame(true, 0, OpCode::Text, b"\xFF"),
+                ProtocolError::InvalidUtf8,
+                1007,
+            ),
+            (
+                frame(true, 0, OpCode::Text, b"\xCE"),
+                ProtocolError::InvalidUtf8,
+                1007,
+            ),
+            (
+                frame(true, 0, OpCode::Binary, &[0; 501]),
+                ProtocolError::FrameTooLarge,
+                1009,
+            ),
+            (
+                [
+                    frame(false, 0, OpCode::Binary, &[0; 500]),
+                    frame(false, 0, OpCode::Continuation, &[0; 500]),
+                    frame(true, 0, OpCode::Continuation, &[0; 1]),
+                ]
+                .concat(),
                 ProtocolError::MessageTooLarge,
                 1009,
             ),
@@ -418,7 +502,10 @@ mod tests {
         let mut d = Decoder::new(limits());
         let (header, n) = d.decode_header(&wire).unwrap().unwrap();
         assert!(matches!(header, Header::Data { len: 100, .. }));
-        assert_eq!(d.payload(&mut wire[n..n + 3]), Err(ProtocolError::InvalidUtf8));
+        assert_eq!(
+            d.payload(&mut wire[n..n + 3]),
+            Err(ProtocolError::InvalidUtf8)
+        );
     }
 
     #[test]

@@ -171,8 +171,14 @@ mod tests {
 
     #[test]
     fn sixteen_bit_length() {
-        assert_eq!(encode(true, 0, OpCode::Binary, None, 126), [0x82, 126, 0, 126]);
-        assert_eq!(encode(false, 0, OpCode::Text, None, 65535), [0x01, 126, 0xFF, 0xFF]);
+        assert_eq!(
+            encode(true, 0, OpCode::Binary, None, 126),
+            [0x82, 126, 0, 126]
+        );
+        assert_eq!(
+            encode(false, 0, OpCode::Text, None, 65535),
+            [0x01, 126, 0xFF, 0xFF]
+        );
     }
 
     #[test]
@@ -198,7 +204,11 @@ mod tests {
     fn incomplete_headers_need_more() {
         let full = encode(true, 0, OpCode::Binary, Some([9, 9, 9, 9]), 70000);
         for cut in 0..full.len() {
-            assert_eq!(FrameHeader::parse(&full[..cut]).unwrap(), None, "cut at {cut}");
+            assert_eq!(
+                FrameHeader::parse(&full[..cut]).unwrap(),
+                None,
+                "cut at {cut}"
+            );
         }
         assert!(FrameHeader::parse(&full).unwrap().is_some());
     }
@@ -216,12 +226,17 @@ mod tests {
     #[test]
     fn length_with_msb_set_is_an_error() {
         let bytes = [0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
-        assert_eq!(FrameHeader::parse(&bytes), Err(ProtocolError::InvalidLength));
+        assert_eq!(
+            FrameHeader::parse(&bytes),
+            Err(ProtocolError::InvalidLength)
+        );
     }
 
     #[test]
     fn rsv_bits_are_reported() {
-        let (h, _) = FrameHeader::parse(&[0xC1, 0x80, 0, 0, 0, 0]).unwrap().unwrap();
+        let (h, _) = FrameHeader::parse(&[0xC1, 0x80, 0, 0, 0, 0])
+            .unwrap()
+            .unwrap();
         assert_eq!(h.rsv, 0b100);
     }
 

@@ -22,6 +22,6 @@ pub(crate) mod mask;
 pub(crate) mod utf8;
 
 pub use close::CloseCode;
-pub(crate) use decoder::{ControlFrame, Decoder, Header, Limits};
 pub use decoder::ProtocolError;
+pub(crate) use decoder::{ControlFrame, Decoder, Header, Limits};
 pub(crate) use frame::{MAX_HEADER_LEN, OpCode, encode_header};

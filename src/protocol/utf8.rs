@@ -97,15 +97,15 @@ mod tests {
     #[test]
     fn invalid_sequences() {
         let cases: &[&[u8]] = &[
-            b"\xC0\xAF",             // overlong '/'
-            b"\xE0\x80\xAF",         // overlong
-            b"\xF0\x80\x80\xAF",     // overlong
-            b"\xED\xA0\x80",         // U+D800
-            b"\xED\xBF\xBF",         // U+DFFF
-            b"\xF4\x90\x80\x80",     // U+110000
-            b"\xFF",                 // never valid
-            b"\x80",                 // lone continuation
-            b"\xCE\xBA\xE1\xBD",     // truncated at end
+            b"\xC0\xAF",         // overlong '/'
+            b"\xE0\x80\xAF",     // overlong
+            b"\xF0\x80\x80\xAF", // overlong
+            b"\xED\xA0\x80",     // U+D800
+            b"\xED\xBF\xBF",     // U+DFFF
+            b"\xF4\x90\x80\x80", // U+110000
+            b"\xFF",             // never valid
+            b"\x80",             // lone continuation
+            b"\xCE\xBA\xE1\xBD", // truncated at end
         ];
         for case in cases {
             assert_eq!(validate_in_pieces(case, &[]), Err(InvalidUtf8), "{case:x?}");

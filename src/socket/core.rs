@@ -61,15 +61,21 @@ pub(crate) struct Wakers {
     keep_alive: AtomicWaker,
 }
 
+impl Wakers {
+    fn wake_all(&self) {
+        self.reader.wake();
+        self.writer.wake();
+        self.keep_alive.wake();
+    }
+}
+
 impl Wake for Wakers {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.reader.wake();
-        self.writer.wake();
-        self.keep_alive.wake();
+        self.wake_all();
     }
 }
 
@@ -124,7 +130,9 @@ pub(crate) enum SendProgress {
     NotStarted,
     /// Header (and maybe payload) queued; `written` payload bytes of a
     /// large frame are on the wire.
-    Streaming { written: usize },
+    Streaming {
+        written: usize,
+    },
     /// Everything queued; flushing.
     Flushing,
     Done,
@@ -161,8 +169,29 @@ pub(crate) struct Core {
     close_sent: bool,
     close_timeout: Duration,
 
+    // ----- keep-alive -----
+    /// Counts successful reads, so the keep-alive timer can tell whether
+    /// anything arrived since its ping.
+    read_epoch: u64,
+    /// `read_epoch` when the last keep-alive ping was queued.
+    ping_epoch: u64,
+
     finished: watch::Sender<bool>,
 }
+
+/// What the keep-alive timer found when its timeout expired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// The peer sent something since the ping (or the socket is no longer
+    /// open, so there is nothing to check).
+    Alive,
+    /// Nothing arrived: the socket was aborted.
+    Dead,
+}
+
+/// While this much input is buffered and unread by the application, the
+/// keep-alive check reads no more and counts the peer as alive.
+const KEEP_ALIVE_READ_CAP: usize = 1 << 20;
 
 pub(crate) struct CoreConfig {
     pub(crate) limits: Limits,
@@ -208,6 +237,8 @@ impl Shared {
                 pending_close: None,
                 close_sent: false,
                 close_timeout: config.close_timeout,
+                read_epoch: 0,
+                ping_epoch: 0,
                 finished,
             }),
             wakers,
@@ -237,7 +268,17 @@ impl Shared {
             Party::KeepAlive => self.wakers.keep_alive.register(cx.waker()),
         }
         let mut io_cx = Context::from_waker(&self.proxy);
-        f(&mut self.lock(), &mut io_cx)
+        let mut core = self.lock();
+        let was_finished = core.state.is_finished();
+        let result = f(&mut core, &mut io_cx);
+        let now_finished = core.state.is_finished();
+        drop(core);
+        if now_finished && !was_finished {
+            // Whoever else waits on the I/O (the other half, the timer)
+            // must see that the socket ended.
+            self.wakers.wake_all();
+        }
+        result
     }
 
     /// Resolves once the socket is finished: closed, aborted or dropped.
@@ -251,6 +292,25 @@ impl Shared {
 
     pub(crate) fn finished_receiver(&self) -> watch::Receiver<bool> {
         self.finished_rx.clone()
+    }
+
+    /// Aborts the socket and wakes every party waiting on it, so pending
+    /// operations on other tasks see the abort at once.
+    pub(crate) fn abort(&self) {
+        self.lock().abort();
+        self.wakers.wake_all();
+    }
+
+    /// The keep-alive timeout expired: check the peer, abort it if silent.
+    pub(crate) fn check_keep_alive(&self) -> Liveness {
+        let mut io_cx = Context::from_waker(&self.proxy);
+        let (liveness, read) = self.lock().check_alive(&mut io_cx);
+        if liveness == Liveness::Dead || read {
+            // A reader waiting on the I/O would otherwise not notice that
+            // its bytes were read for it, or that the socket was aborted.
+            self.wakers.wake_all();
+        }
+        liveness
     }
 }
 
@@ -403,7 +463,9 @@ impl Core {
         while !self.out.is_empty() {
             match Pin::new(&mut *io).poll_write(cx, &self.out) {
                 Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(self.abort_with(Error::Io(io::ErrorKind::WriteZero.into()))));
+                    return Poll::Ready(Err(
+                        self.abort_with(Error::Io(io::ErrorKind::WriteZero.into()))
+                    ));
                 }
                 Poll::Ready(Ok(n)) => self.out.advance(n),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.abort_with(e.into()))),
@@ -432,13 +494,42 @@ impl Core {
     }
 
     /// The keep-alive timer's tick: queue a ping and try to write it.
+    /// Returns whether the socket is still open.
     pub(crate) fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         if self.state != WebSocketState::Open {
             return Poll::Ready(false);
         }
         self.pending_ping = true;
+        self.ping_epoch = self.read_epoch;
         let _ = self.try_write_control(cx);
         Poll::Ready(self.state == WebSocketState::Open)
+    }
+
+    /// Whether the peer showed any sign of life since the last ping. If
+    /// nothing was read since, read now: an application that is busy and
+    /// not receiving leaves the peer's pong unread in the kernel, and that
+    /// must not count as silence (ASP.NET's false timeouts). What is read
+    /// stays buffered for the application, in order.
+    ///
+    /// Returns the verdict and whether bytes were read here.
+    fn check_alive(&mut self, cx: &mut Context<'_>) -> (Liveness, bool) {
+        if self.state != WebSocketState::Open || self.read_epoch != self.ping_epoch {
+            return (Liveness::Alive, false);
+        }
+        if self.rbuf.len() >= KEEP_ALIVE_READ_CAP {
+            // The peer sent more than the application has read.
+            return (Liveness::Alive, false);
+        }
+        match self.poll_fill(cx) {
+            Poll::Ready(Ok(())) => (Liveness::Alive, true),
+            // The read failed and aborted the socket with its cause.
+            Poll::Ready(Err(_)) => (Liveness::Dead, false),
+            Poll::Pending => {
+                tracing::debug!("websocket keep-alive timeout: no answer to ping");
+                self.abort_with(Error::KeepAliveTimeout);
+                (Liveness::Dead, false)
+            }
+        }
     }
 
     /// One frame of a send. `progress` lives in the send future so that a
@@ -454,7 +545,9 @@ impl Core {
         loop {
             match progress {
                 SendProgress::NotStarted => {
-                    if let Err(e) = self.start_frame(payload, message_type, end_of_message, progress) {
+                    if let Err(e) =
+                        self.start_frame(payload, message_type, end_of_message, progress)
+                    {
                         return Poll::Ready(Err(e));
                     }
                 }
@@ -646,9 +739,16 @@ impl Core {
         if self.rbuf.capacity() - self.rbuf.len() < 256 {
             self.rbuf.reserve(self.rbuf_size);
         }
-        match ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.rbuf)) {
+        match ready!(tokio_util::io::poll_read_buf(
+            Pin::new(io),
+            cx,
+            &mut self.rbuf
+        )) {
             Ok(0) => Poll::Ready(Err(self.abort_with(Error::ConnectionReset))),
-            Ok(_) => Poll::Ready(Ok(())),
+            Ok(_) => {
+                self.read_epoch = self.read_epoch.wrapping_add(1);
+                Poll::Ready(Ok(()))
+            }
             Err(e) => Poll::Ready(Err(self.abort_with(e.into()))),
         }
     }
@@ -698,7 +798,10 @@ impl Core {
                         ready!(self.poll_fill(cx))?;
                     }
                 }
-                let mut n = self.rbuf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                let mut n = self
+                    .rbuf
+                    .len()
+                    .min(usize::try_from(remaining).unwrap_or(usize::MAX));
                 if let Target::Slice(buf) = &target {
                     n = n.min(buf.len());
                 }
@@ -801,7 +904,11 @@ impl Core {
                 let start = message.len();
                 message.reserve(remaining.min(MESSAGE_READ_CHUNK));
                 let mut limited = (&mut **message).limit(remaining);
-                match ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut limited)) {
+                match ready!(tokio_util::io::poll_read_buf(
+                    Pin::new(io),
+                    cx,
+                    &mut limited
+                )) {
                     Ok(_) => {}
                     Err(e) => return Poll::Ready(Err(self.abort_with(e.into()))),
                 }
@@ -813,6 +920,7 @@ impl Core {
         if count == 0 {
             return Poll::Ready(Err(self.abort_with(Error::ConnectionReset)));
         }
+        self.read_epoch = self.read_epoch.wrapping_add(1);
         match self.decoder.payload(filled) {
             Ok(done) => Poll::Ready(Ok(Some((count, done)))),
             Err(e) => Poll::Ready(Err(self.fail(e))),

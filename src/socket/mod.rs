@@ -9,5 +9,5 @@ mod message;
 mod websocket;
 
 pub use message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
-pub use websocket::{WebSocket, WebSocketReader, WebSocketWriter};
 pub(crate) use websocket::SocketConfig;
+pub use websocket::{WebSocket, WebSocketReader, WebSocketWriter};

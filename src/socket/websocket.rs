@@ -12,7 +12,7 @@ use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use super::core::{CoreConfig, Io, Party, SendProgress, Shared, Target};
+use super::core::{CoreConfig, Io, Liveness, Party, SendProgress, Shared, Target};
 use super::message::{Message, MessageType, ReceiveResult, WebSocketState};
 use crate::error::Error;
 use crate::options::{OptionsError, WebSocketOptions};
@@ -97,6 +97,7 @@ pub(crate) struct SocketConfig {
     pub(crate) receive_buffer_size: usize,
     pub(crate) close_timeout: Duration,
     pub(crate) keep_alive_interval: Option<Duration>,
+    pub(crate) keep_alive_timeout: Option<Duration>,
     pub(crate) subprotocol: Option<Box<str>>,
 }
 
@@ -110,6 +111,7 @@ impl SocketConfig {
             receive_buffer_size: options.receive_buffer_size,
             close_timeout: options.close_timeout,
             keep_alive_interval: options.keep_alive_interval,
+            keep_alive_timeout: options.keep_alive_timeout,
             subprotocol: None,
         }
     }
@@ -132,7 +134,12 @@ impl WebSocket {
             finished,
         );
         if let Some(interval) = config.keep_alive_interval {
-            spawn_keep_alive(Arc::downgrade(&shared), shared.finished_receiver(), interval);
+            spawn_keep_alive(
+                Arc::downgrade(&shared),
+                shared.finished_receiver(),
+                interval,
+                config.keep_alive_timeout,
+            );
         }
         WebSocket {
             reader: WebSocketReader {
@@ -218,7 +225,9 @@ impl WebSocket {
         message_type: MessageType,
         end_of_message: bool,
     ) -> Result<(), Error> {
-        self.writer.send(payload, message_type, end_of_message).await
+        self.writer
+            .send(payload, message_type, end_of_message)
+            .await
     }
 
     /// Receives the next whole message. A received [`Message::Close`] has
@@ -281,8 +290,7 @@ impl WebSocket {
         let timeout = self.writer.shared.lock().close_timeout();
         let wait = async {
             loop {
-                let result =
-                    poll_fn(|cx| self.reader.poll_receive(cx, Target::Discard)).await?;
+                let result = poll_fn(|cx| self.reader.poll_receive(cx, Target::Discard)).await?;
                 if result.message_type() == MessageType::Close {
                     return Ok(());
                 }
@@ -335,7 +343,11 @@ impl WebSocket {
 
     /// The peer's close reason, once its Close arrived.
     pub fn close_status_description(&self) -> Option<String> {
-        self.writer.shared.lock().close_description().map(str::to_owned)
+        self.writer
+            .shared
+            .lock()
+            .close_description()
+            .map(str::to_owned)
     }
 
     /// The subprotocol chosen at accept, if any.
@@ -364,8 +376,9 @@ impl WebSocketReader {
         cx: &mut Context<'_>,
         target: Target<'_>,
     ) -> Poll<Result<ReceiveResult, Error>> {
-        self.shared
-            .poll_with(cx, Party::Reader, |core, io_cx| core.poll_receive(io_cx, target))
+        self.shared.poll_with(cx, Party::Reader, |core, io_cx| {
+            core.poll_receive(io_cx, target)
+        })
     }
 
     /// See [`WebSocket::receive`].
@@ -395,8 +408,9 @@ impl WebSocketReader {
     }
 
     fn poll_receive_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, Error>> {
-        self.shared
-            .poll_with(cx, Party::Reader, |core, io_cx| core.poll_receive_message(io_cx))
+        self.shared.poll_with(cx, Party::Reader, |core, io_cx| {
+            core.poll_receive_message(io_cx)
+        })
     }
 
     /// See [`WebSocket::state`].
@@ -406,7 +420,7 @@ impl WebSocketReader {
 
     /// See [`WebSocket::abort`].
     pub fn abort(&self) {
-        self.shared.lock().abort();
+        self.shared.abort();
     }
 
     /// See [`WebSocket::finished`].
@@ -514,7 +528,7 @@ impl WebSocketWriter {
 
     /// See [`WebSocket::abort`].
     pub fn abort(&self) {
-        self.shared.lock().abort();
+        self.shared.abort();
     }
 
     /// See [`WebSocket::subprotocol`].
@@ -634,12 +648,15 @@ impl fmt::Debug for WebSocketWriter {
 }
 
 /// Sends a ping every `interval` while the socket is open (ASP.NET
-/// `KeepAliveInterval`). The task holds only a weak reference, wakes once
-/// per interval, and ends when the socket is finished.
+/// `KeepAliveInterval`) and, with a `timeout`, aborts a peer that stays
+/// silent that long after a ping (`KeepAliveTimeout`). The task holds only
+/// a weak reference, wakes once or twice per interval, and ends when the
+/// socket is finished.
 fn spawn_keep_alive(
     shared: Weak<Shared>,
     mut finished: watch::Receiver<bool>,
     interval: Duration,
+    timeout: Option<Duration>,
 ) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         tracing::warn!("no tokio runtime: websocket keep-alive pings disabled");
@@ -654,14 +671,30 @@ fn spawn_keep_alive(
                 _ = ticker.tick() => {}
                 _ = finished.wait_for(|done| *done) => return,
             }
-            let Some(shared) = shared.upgrade() else {
+            let Some(strong) = shared.upgrade() else {
                 return;
             };
             let open = poll_fn(|cx| {
-                shared.poll_with(cx, Party::KeepAlive, |core, io_cx| core.poll_keep_alive(io_cx))
+                strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
+                    core.poll_keep_alive(io_cx)
+                })
             })
             .await;
+            drop(strong);
             if !open {
+                return;
+            }
+            let Some(timeout) = timeout else {
+                continue;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(timeout) => {}
+                _ = finished.wait_for(|done| *done) => return,
+            }
+            let Some(strong) = shared.upgrade() else {
+                return;
+            };
+            if strong.check_keep_alive() == Liveness::Dead {
                 return;
             }
         }

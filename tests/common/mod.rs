@@ -16,7 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::{BoxError, ServiceBuilder};
 use tower_service::Service;
-use tower_websockets::{MessageType, WebSocket, WebSocketLayer, WebSocketOptions, WebSocketUpgrade};
+use tower_websockets::{
+    MessageType, WebSocket, WebSocketLayer, WebSocketOptions, WebSocketUpgrade,
+};
 
 /// Every wait in the tests is bounded by this.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,7 +37,9 @@ where
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let service = TowerToHyperService::new(service.clone());
             tokio::spawn(async move {
                 let _ = auto::Builder::new(TokioExecutor::new())
@@ -49,17 +53,27 @@ where
 
 /// The ASP.NET echo loop over the buffer API: same type, same
 /// end-of-message, then close with the status received.
-pub async fn echo_loop(socket: &mut WebSocket, buffer_size: usize) -> Result<(), tower_websockets::Error> {
+pub async fn echo_loop(
+    socket: &mut WebSocket,
+    buffer_size: usize,
+) -> Result<(), tower_websockets::Error> {
     let mut buf = vec![0u8; buffer_size];
     let mut result = socket.receive(&mut buf).await?;
     while result.message_type() != MessageType::Close {
         socket
-            .send(&buf[..result.count()], result.message_type(), result.end_of_message())
+            .send(
+                &buf[..result.count()],
+                result.message_type(),
+                result.end_of_message(),
+            )
             .await?;
         result = socket.receive(&mut buf).await?;
     }
     socket
-        .close(result.close_status(), result.close_description().unwrap_or(""))
+        .close(
+            result.close_status(),
+            result.close_description().unwrap_or(""),
+        )
         .await
 }
 
@@ -90,7 +104,9 @@ pub async fn echo_handler(mut req: Request<Incoming>) -> Result<Response<Body>, 
                     let _ = echo_loop(&mut socket, 4096).await;
                     Ok(Response::default())
                 }
-                Err(tower_websockets::Error::SubprotocolNotOffered) => Ok(status(StatusCode::BAD_REQUEST, "subprotocol not offered")),
+                Err(tower_websockets::Error::SubprotocolNotOffered) => {
+                    Ok(status(StatusCode::BAD_REQUEST, "subprotocol not offered"))
+                }
                 Err(_) => Ok(Response::default()),
             }
         }
@@ -126,7 +142,11 @@ pub fn handshake_request(path: &str, extra: &[&str]) -> Vec<u8> {
 
 /// Sends `request` (plus `then`, in the same write) and reads the response
 /// head. Returns the stream, the head, and any bytes read past the head.
-pub async fn raw_request(addr: SocketAddr, request: &[u8], then: &[u8]) -> (TcpStream, String, Vec<u8>) {
+pub async fn raw_request(
+    addr: SocketAddr,
+    request: &[u8],
+    then: &[u8],
+) -> (TcpStream, String, Vec<u8>) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let mut bytes = request.to_vec();
@@ -140,7 +160,11 @@ pub async fn raw_request(addr: SocketAddr, request: &[u8], then: &[u8]) -> (TcpS
             }
             let mut chunk = [0u8; 1024];
             let n = stream.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "connection closed during the handshake: {:?}", String::from_utf8_lossy(&buf));
+            assert!(
+                n > 0,
+                "connection closed during the handshake: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
             buf.extend_from_slice(&chunk[..n]);
         }
     })
@@ -154,7 +178,13 @@ pub async fn raw_request(addr: SocketAddr, request: &[u8], then: &[u8]) -> (TcpS
 pub async fn raw_connect(addr: SocketAddr, path: &str) -> RawClient {
     let (stream, head, rest) = raw_request(addr, &handshake_request(path, &[]), &[]).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains(&format!("sec-websocket-accept: {}", ACCEPT.to_ascii_lowercase())), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains(&format!(
+            "sec-websocket-accept: {}",
+            ACCEPT.to_ascii_lowercase()
+        )),
+        "{head}"
+    );
     RawClient { stream, buf: rest }
 }
 
@@ -273,8 +303,14 @@ pub fn parse_server_frame(buf: &[u8]) -> Option<(ServerFrame, usize)> {
     }
     assert_eq!(buf[1] & 0x80, 0, "server frames must not be masked");
     let (len, mut pos) = match buf[1] & 0x7F {
-        126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().unwrap()) as usize, 4),
-        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().unwrap()) as usize, 10),
+        126 => (
+            u16::from_be_bytes(buf.get(2..4)?.try_into().unwrap()) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().unwrap()) as usize,
+            10,
+        ),
         n => (n as usize, 2),
     };
     let payload = buf.get(pos..pos + len)?.to_vec();
