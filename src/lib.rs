@@ -102,6 +102,9 @@
 
 mod error;
 mod handshake;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals;
 pub mod layer;
 mod options;
 mod protocol;

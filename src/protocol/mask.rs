@@ -42,7 +42,7 @@ pub(crate) fn apply_mask(buf: &mut [u8], mask: [u8; 4], phase: usize) -> usize {
 
 /// The byte-at-a-time definition from RFC 6455 §5.3, for tests and
 /// benchmarks.
-#[cfg(test)]
+#[cfg(any(test, feature = "internals"))]
 pub(crate) fn apply_mask_reference(buf: &mut [u8], mask: [u8; 4], phase: usize) -> usize {
     for (i, byte) in buf.iter_mut().enumerate() {
         *byte ^= mask[(phase + i) % 4];
