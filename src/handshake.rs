@@ -2,8 +2,11 @@
 //! and building the response.
 //!
 //! Detection is a pure function of the request head, so it is unit-tested
-//! and fuzzed without a server. HTTP/1.1 upgrades are handled here; the
-//! [`Flavor`] enum is where HTTP/2 extended CONNECT (RFC 8441) plugs in.
+//! and fuzzed without a server. Two flavors: the HTTP/1.1 `GET` + `Upgrade`
+//! of RFC 6455, and HTTP/2 extended `CONNECT` with `:protocol = websocket`
+//! of RFC 8441 (which hyper exposes as the [`hyper::ext::Protocol`]
+//! extension when `enable_connect_protocol()` is set on its HTTP/2
+//! builder).
 
 use std::fmt;
 
@@ -35,6 +38,9 @@ pub(crate) enum Flavor {
     /// HTTP/1.1 `GET` + `Upgrade: websocket`: accepted with `101` and this
     /// `Sec-WebSocket-Accept` value.
     Http11 { accept: HeaderValue },
+    /// HTTP/2 extended `CONNECT` (RFC 8441): accepted with `200`; the
+    /// stream becomes the WebSocket.
+    Http2,
 }
 
 /// A request that passed detection.
@@ -74,10 +80,12 @@ pub(crate) struct Handshake {
 pub enum HandshakeRejection {
     /// No `Upgrade: websocket` token: an ordinary HTTP request.
     NotWebSocket,
-    /// An upgrade over HTTP/1.0 (RFC 6455 requires HTTP/1.1 or later).
+    /// An upgrade over HTTP/1.0 (RFC 6455 requires HTTP/1.1 or later) or
+    /// HTTP/3.
     UnsupportedHttpVersion,
-    /// A WebSocket upgrade with a method other than `GET`.
-    MethodNotGet,
+    /// A WebSocket request with a method other than `GET` (HTTP/1.1) or
+    /// `CONNECT` (HTTP/2).
+    InvalidMethod,
     /// No `upgrade` token in `Connection`.
     ConnectionNotUpgrade,
     /// `Sec-WebSocket-Version` missing or not `13`.
@@ -101,7 +109,7 @@ impl HandshakeRejection {
     /// The HTTP status RFC 6455 answers this rejection with.
     pub fn status(&self) -> StatusCode {
         match self {
-            HandshakeRejection::MethodNotGet => StatusCode::METHOD_NOT_ALLOWED,
+            HandshakeRejection::InvalidMethod => StatusCode::METHOD_NOT_ALLOWED,
             HandshakeRejection::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -109,7 +117,8 @@ impl HandshakeRejection {
 
     /// A bare response with [`status`](Self::status); for a wrong version
     /// it carries `Sec-WebSocket-Version: 13` (RFC 6455 §4.4), and for a
-    /// wrong method `Allow: GET`.
+    /// wrong method `Allow: GET` (`Allow: CONNECT` cannot arise: HTTP/2
+    /// only carries `:protocol` on `CONNECT`).
     pub fn into_response<B: Default>(self) -> Response<B> {
         let mut response = Response::new(B::default());
         *response.status_mut() = self.status();
@@ -119,7 +128,7 @@ impl HandshakeRejection {
                     .headers_mut()
                     .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
             }
-            HandshakeRejection::MethodNotGet => {
+            HandshakeRejection::InvalidMethod => {
                 response
                     .headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static("GET"));
@@ -134,8 +143,10 @@ impl fmt::Display for HandshakeRejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             HandshakeRejection::NotWebSocket => "not a websocket request",
-            HandshakeRejection::UnsupportedHttpVersion => "websocket upgrade over http/1.0",
-            HandshakeRejection::MethodNotGet => "websocket request method is not GET",
+            HandshakeRejection::UnsupportedHttpVersion => {
+                "websocket request over an unsupported http version"
+            }
+            HandshakeRejection::InvalidMethod => "websocket request method is not GET or CONNECT",
             HandshakeRejection::ConnectionNotUpgrade => "connection header lacks the upgrade token",
             HandshakeRejection::UnsupportedVersion => "unsupported sec-websocket-version",
             HandshakeRejection::MissingKey => "missing or repeated sec-websocket-key",
@@ -177,26 +188,26 @@ fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderVal
     values.next().is_none().then_some(first)
 }
 
-/// Detects a WebSocket request (RFC 6455 §4.2.1).
+/// Detects a WebSocket request: RFC 6455 §4.2.1 over HTTP/1.1, RFC 8441
+/// §4 over HTTP/2.
 pub(crate) fn detect<B>(req: &Request<B>) -> Result<Handshake, HandshakeRejection> {
+    if req.version() == Version::HTTP_2 {
+        return detect_h2(req);
+    }
     let headers = req.headers();
     if !has_token(headers, &header::UPGRADE, "websocket") {
         return Err(HandshakeRejection::NotWebSocket);
     }
-    if req.version() < Version::HTTP_11 || req.version() >= Version::HTTP_2 {
-        // HTTP/2 uses extended CONNECT (RFC 8441), not Upgrade.
+    if req.version() < Version::HTTP_11 || req.version() > Version::HTTP_2 {
         return Err(HandshakeRejection::UnsupportedHttpVersion);
     }
     if req.method() != Method::GET {
-        return Err(HandshakeRejection::MethodNotGet);
+        return Err(HandshakeRejection::InvalidMethod);
     }
     if !has_token(headers, &header::CONNECTION, "upgrade") {
         return Err(HandshakeRejection::ConnectionNotUpgrade);
     }
-    match single(headers, &SEC_WEBSOCKET_VERSION) {
-        Some(v) if v.as_bytes().trim_ascii() == b"13" => {}
-        _ => return Err(HandshakeRejection::UnsupportedVersion),
-    }
+    check_version(headers)?;
     let key = single(headers, &SEC_WEBSOCKET_KEY).ok_or(HandshakeRejection::MissingKey)?;
     let key = key.as_bytes().trim_ascii();
     match BASE64.decode(key) {
@@ -210,6 +221,35 @@ pub(crate) fn detect<B>(req: &Request<B>) -> Result<Handshake, HandshakeRejectio
         subprotocols: tokens(headers, &SEC_WEBSOCKET_PROTOCOL),
         extensions: tokens(headers, &SEC_WEBSOCKET_EXTENSIONS),
     })
+}
+
+/// RFC 8441 §4: `CONNECT` with `:protocol = websocket` and version 13; no
+/// key, no `Upgrade` or `Connection` headers.
+fn detect_h2<B>(req: &Request<B>) -> Result<Handshake, HandshakeRejection> {
+    let is_websocket = req
+        .extensions()
+        .get::<hyper::ext::Protocol>()
+        .is_some_and(|p| p.as_ref().eq_ignore_ascii_case(b"websocket"));
+    if !is_websocket {
+        return Err(HandshakeRejection::NotWebSocket);
+    }
+    if req.method() != Method::CONNECT {
+        return Err(HandshakeRejection::InvalidMethod);
+    }
+    let headers = req.headers();
+    check_version(headers)?;
+    Ok(Handshake {
+        flavor: Flavor::Http2,
+        subprotocols: tokens(headers, &SEC_WEBSOCKET_PROTOCOL),
+        extensions: tokens(headers, &SEC_WEBSOCKET_EXTENSIONS),
+    })
+}
+
+fn check_version(headers: &HeaderMap) -> Result<(), HandshakeRejection> {
+    match single(headers, &SEC_WEBSOCKET_VERSION) {
+        Some(v) if v.as_bytes().trim_ascii() == b"13" => Ok(()),
+        _ => Err(HandshakeRejection::UnsupportedVersion),
+    }
 }
 
 /// `Sec-WebSocket-Accept` for a key: base64(SHA-1(key + GUID)).
@@ -250,7 +290,9 @@ mod tests {
             .body(())
             .unwrap();
         let handshake = detect(&req).unwrap();
-        let Flavor::Http11 { accept } = &handshake.flavor;
+        let Flavor::Http11 { accept } = &handshake.flavor else {
+            panic!("expected HTTP/1.1");
+        };
         assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(
             handshake.subprotocols,
@@ -280,7 +322,7 @@ mod tests {
         );
 
         let post = request().method("POST").body(()).unwrap();
-        assert_eq!(detect(&post).unwrap_err(), HandshakeRejection::MethodNotGet);
+        assert_eq!(detect(&post).unwrap_err(), HandshakeRejection::InvalidMethod);
 
         let http10 = request().version(Version::HTTP_10).body(()).unwrap();
         assert_eq!(
@@ -333,6 +375,49 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    fn h2_request() -> http::request::Builder {
+        let mut builder = Request::connect("https://example/ws")
+            .version(Version::HTTP_2)
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-protocol", "chat");
+        builder
+            .extensions_mut()
+            .unwrap()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        builder
+    }
+
+    #[test]
+    fn h2_extended_connect_is_detected() {
+        let handshake = detect(&h2_request().body(()).unwrap()).unwrap();
+        assert!(matches!(handshake.flavor, Flavor::Http2));
+        assert_eq!(handshake.subprotocols, vec![Box::from("chat")]);
+    }
+
+    #[test]
+    fn h2_requirements_are_checked() {
+        let plain_connect = Request::connect("https://example/")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap();
+        assert_eq!(detect(&plain_connect).unwrap_err(), HandshakeRejection::NotWebSocket);
+
+        let mut other = h2_request().body(()).unwrap();
+        other
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("webtransport"));
+        assert_eq!(detect(&other).unwrap_err(), HandshakeRejection::NotWebSocket);
+
+        let mut v8 = h2_request().body(()).unwrap();
+        v8.headers_mut()
+            .insert("sec-websocket-version", HeaderValue::from_static("8"));
+        assert_eq!(detect(&v8).unwrap_err(), HandshakeRejection::UnsupportedVersion);
+
+        let mut get = h2_request().body(()).unwrap();
+        *get.method_mut() = Method::GET;
+        assert_eq!(detect(&get).unwrap_err(), HandshakeRejection::InvalidMethod);
     }
 
     #[test]

@@ -97,6 +97,18 @@
 //! keep-alive timer run on tasks of their own), and a hyper connection
 //! served with upgrades enabled: `http1::Builder::serve_connection(..)
 //! .with_upgrades()` or hyper-util's `serve_connection_with_upgrades`.
+//!
+//! # HTTP/2
+//!
+//! WebSockets over HTTP/2 (RFC 8441) work with the same handler code: the
+//! layer detects extended `CONNECT` with `:protocol = websocket`, and
+//! accepting answers `200` and turns the stream into the socket. hyper
+//! must advertise `SETTINGS_ENABLE_CONNECT_PROTOCOL`:
+//! `hyper::server::conn::http2::Builder::enable_connect_protocol()`, or
+//! with hyper-util's auto builder `builder.http2().enable_connect_protocol()`.
+//! Browsers use WebSockets over HTTP/2 only on TLS connections that
+//! negotiated `h2` by ALPN with that setting; over cleartext they use
+//! HTTP/1.1.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

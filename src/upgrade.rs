@@ -151,9 +151,9 @@ impl WebSocketUpgrade {
     }
 
     /// Accepts the request: the handshake response (`101 Switching
-    /// Protocols`) is handed to the layer, which returns it to hyper; once
-    /// hyper has sent it and handed over the connection, this returns the
-    /// socket.
+    /// Protocols` over HTTP/1.1, `200 OK` over HTTP/2) is handed to the
+    /// layer, which returns it to hyper; once hyper has sent it and handed
+    /// over the connection (or the HTTP/2 stream), this returns the socket.
     ///
     /// # Errors
     ///
@@ -186,6 +186,8 @@ impl WebSocketUpgrade {
                 headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
                 headers.insert(SEC_WEBSOCKET_ACCEPT, accept.clone());
             }
+            // RFC 8441 §5: a 2xx answer opens the stream as the socket.
+            Flavor::Http2 => *response.status_mut() = StatusCode::OK,
         }
         if let Some(protocol) = &subprotocol {
             let value =

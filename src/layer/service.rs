@@ -13,7 +13,10 @@ use crate::upgrade::{Pending, WebSocketUpgrade};
 
 /// The service [`WebSocketLayer`] wraps around an inner service.
 ///
-/// Every request goes through it. Requests that are not valid WebSocket
+/// Every request goes through it. A WebSocket request is an HTTP/1.1
+/// `GET` upgrade (RFC 6455) or an HTTP/2 extended `CONNECT` with
+/// `:protocol = websocket` (RFC 8441; hyper's HTTP/2 builder needs
+/// `enable_connect_protocol()`). Requests that are not valid WebSocket
 /// requests pass straight to the inner service with no other work than
 /// the header checks. A valid one from a disallowed `Origin` gets a bare
 /// `403` without reaching the inner service; any other gets a

@@ -42,7 +42,10 @@ where
             };
             let service = TowerToHyperService::new(service.clone());
             tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                // RFC 8441: WebSockets over HTTP/2 need extended CONNECT.
+                builder.http2().enable_connect_protocol();
+                let _ = builder
                     .serve_connection_with_upgrades(TokioIo::new(tcp), service)
                     .await;
             });
