@@ -322,7 +322,10 @@ mod tests {
         );
 
         let post = request().method("POST").body(()).unwrap();
-        assert_eq!(detect(&post).unwrap_err(), HandshakeRejection::InvalidMethod);
+        assert_eq!(
+            detect(&post).unwrap_err(),
+            HandshakeRejection::InvalidMethod
+        );
 
         let http10 = request().version(Version::HTTP_10).body(()).unwrap();
         assert_eq!(
@@ -402,18 +405,27 @@ mod tests {
             .version(Version::HTTP_2)
             .body(())
             .unwrap();
-        assert_eq!(detect(&plain_connect).unwrap_err(), HandshakeRejection::NotWebSocket);
+        assert_eq!(
+            detect(&plain_connect).unwrap_err(),
+            HandshakeRejection::NotWebSocket
+        );
 
         let mut other = h2_request().body(()).unwrap();
         other
             .extensions_mut()
             .insert(hyper::ext::Protocol::from_static("webtransport"));
-        assert_eq!(detect(&other).unwrap_err(), HandshakeRejection::NotWebSocket);
+        assert_eq!(
+            detect(&other).unwrap_err(),
+            HandshakeRejection::NotWebSocket
+        );
 
         let mut v8 = h2_request().body(()).unwrap();
         v8.headers_mut()
             .insert("sec-websocket-version", HeaderValue::from_static("8"));
-        assert_eq!(detect(&v8).unwrap_err(), HandshakeRejection::UnsupportedVersion);
+        assert_eq!(
+            detect(&v8).unwrap_err(),
+            HandshakeRejection::UnsupportedVersion
+        );
 
         let mut get = h2_request().body(()).unwrap();
         *get.method_mut() = Method::GET;

@@ -47,12 +47,8 @@ pub type ParsedHeader = ((bool, u8, u8, Option<[u8; 4]>, u64), usize);
 ///
 /// A reserved opcode or an invalid 64-bit length.
 pub fn parse_header(buf: &[u8]) -> Result<Option<ParsedHeader>, ProtocolError> {
-    Ok(protocol::frame::FrameHeader::parse(buf)?.map(|(h, n)| {
-        (
-            (h.fin, h.rsv, h.opcode.as_u8(), h.mask, h.payload_len),
-            n,
-        )
-    }))
+    Ok(protocol::frame::FrameHeader::parse(buf)?
+        .map(|(h, n)| ((h.fin, h.rsv, h.opcode.as_u8(), h.mask, h.payload_len), n)))
 }
 
 /// Encodes an unmasked server frame header; returns its length.
@@ -101,7 +97,9 @@ pub fn decode_stream(
                 if buf.is_empty() {
                     break;
                 }
-                let n = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                let n = buf
+                    .len()
+                    .min(usize::try_from(remaining).unwrap_or(usize::MAX));
                 let text = decoder.message_is_text() == Some(true);
                 let done = decoder.payload(&mut buf[..n])?;
                 message.extend_from_slice(&buf[..n]);

@@ -202,7 +202,9 @@ impl WebSocketOptions {
             ));
         }
         if self.keep_alive_timeout == Some(Duration::ZERO) {
-            return Err(OptionsError::new("keep_alive_timeout must be non-zero (use None to disable)"));
+            return Err(OptionsError::new(
+                "keep_alive_timeout must be non-zero (use None to disable)",
+            ));
         }
         if self.receive_buffer_size < 256 {
             return Err(OptionsError::new(

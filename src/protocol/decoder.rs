@@ -217,12 +217,12 @@ impl Decoder {
                 utf8: Utf8Validator::default(),
             },
         };
-        if header.payload_len > self.limits.max_frame_size {
-            return Err(ProtocolError::FrameTooLarge);
-        }
         message.size = message.size.saturating_add(header.payload_len);
         if message.size > self.limits.max_message_size {
             return Err(ProtocolError::MessageTooLarge);
+        }
+        if header.payload_len > self.limits.max_frame_size {
+            return Err(ProtocolError::FrameTooLarge);
         }
         let text = message.text;
         let mut message_done = false;

@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, BytesMut};
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
 use crate::error::Error;
@@ -39,6 +39,10 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 /// with it in one call; larger ones are written vectored from the caller's
 /// buffer without a copy.
 const COPY_THRESHOLD: usize = 8 * 1024;
+
+/// Small frames sent while more input is already buffered are queued, up
+/// to this many bytes, and written together when the input runs dry.
+const COALESCE_LIMIT: usize = 64 * 1024;
 
 /// When the whole-message API reads a payload straight from the I/O, it
 /// reserves at most this much at a time, so a frame header announcing a
@@ -168,6 +172,12 @@ pub(crate) struct Core {
     pending_close: Option<ControlPayload>,
     close_sent: bool,
     close_timeout: Duration,
+    /// Sends completed without writing because more input was buffered:
+    /// the next read (or the background task) writes them.
+    deferred: bool,
+    /// Wakes the socket's background task to write deferred output if the
+    /// application does not read again soon.
+    flush_notify: Arc<Notify>,
 
     // ----- keep-alive -----
     /// Counts successful reads, so the keep-alive timer can tell whether
@@ -194,6 +204,7 @@ pub(crate) enum Liveness {
 const KEEP_ALIVE_READ_CAP: usize = 1 << 20;
 
 pub(crate) struct CoreConfig {
+    pub(crate) flush_notify: Arc<Notify>,
     pub(crate) limits: Limits,
     pub(crate) receive_buffer_size: usize,
     pub(crate) close_timeout: Duration,
@@ -237,6 +248,8 @@ impl Shared {
                 pending_close: None,
                 close_sent: false,
                 close_timeout: config.close_timeout,
+                deferred: false,
+                flush_notify: config.flush_notify,
                 read_epoch: 0,
                 ping_epoch: 0,
                 finished,
@@ -426,6 +439,12 @@ impl Core {
             WebSocketState::CloseSent | WebSocketState::Closed if !self.frame_in_progress => {
                 self.linger();
             }
+            WebSocketState::Open if !self.out.is_empty() && !self.frame_in_progress => {
+                // Sends that completed (coalesced, not yet written) are
+                // still delivered; then the connection closes without a
+                // close handshake, as an abort.
+                self.linger();
+            }
             _ => {}
         }
         self.abort();
@@ -472,6 +491,7 @@ impl Core {
                 Poll::Pending => return Poll::Pending,
             }
         }
+        self.deferred = false;
         match Pin::new(&mut *io).poll_flush(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
             Poll::Ready(Err(e)) => Poll::Ready(Err(self.abort_with(e.into()))),
@@ -479,8 +499,18 @@ impl Core {
         }
     }
 
-    /// Writes queued control frames if nothing else is writing; never
-    /// waits. Used by the reader so pongs go out while it receives.
+    /// The background task's safety net: writes output a send deferred, if
+    /// the application has not read (and so written it) since.
+    pub(crate) fn poll_write_deferred(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.deferred || self.frame_in_progress || self.io.is_none() {
+            return Poll::Ready(());
+        }
+        self.poll_write_out(cx).map(drop)
+    }
+
+    /// Writes queued output and control frames if nothing else is writing;
+    /// never waits. Used by the reader so pongs and coalesced replies go out
+    /// while it receives.
     fn try_write_control(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         if self.frame_in_progress
             || (self.out.is_empty() && self.pending_pong.is_none() && !self.pending_ping)
@@ -582,13 +612,31 @@ impl Core {
                     *progress = SendProgress::Flushing;
                 }
                 SendProgress::Flushing => {
-                    ready!(self.poll_write_out(cx))?;
+                    if self.may_defer() {
+                        // More input is already here: the application is
+                        // about to receive again, and the read that finds the
+                        // input dry writes all the replies in one go. The
+                        // background task writes them if it does not.
+                        self.deferred = true;
+                        self.flush_notify.notify_one();
+                    } else {
+                        ready!(self.poll_write_out(cx))?;
+                    }
                     *progress = SendProgress::Done;
                     return Poll::Ready(Ok(()));
                 }
                 SendProgress::Done => return Poll::Ready(Ok(())),
             }
         }
+    }
+
+    /// Whether a completed send may leave its bytes queued (write
+    /// coalescing): only while unread input is buffered and the queue is
+    /// small.
+    fn may_defer(&self) -> bool {
+        !self.rbuf.is_empty()
+            && self.out.len() < COALESCE_LIMIT
+            && self.state == WebSocketState::Open
     }
 
     /// Checks a send against the state, queues the frame header (and a
@@ -731,8 +779,10 @@ impl Core {
     // Reading
     // ===================================================================
 
-    /// Reads more bytes into the read buffer.
+    /// Reads more bytes into the read buffer. The input has run dry, so
+    /// queued output (coalesced replies, pongs) is written first.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.try_write_control(cx)?;
         let Some(io) = self.io.as_mut() else {
             return Poll::Ready(Err(self.finished_error()));
         };
@@ -773,9 +823,6 @@ impl Core {
             if buf.is_empty() {
                 return Poll::Ready(Err(Error::InvalidArgument("receive buffer is empty")));
             }
-        }
-        if let Err(e) = self.try_write_control(cx) {
-            return Poll::Ready(Err(e));
         }
         loop {
             let remaining = self.decoder.remaining();
@@ -880,6 +927,10 @@ impl Core {
         remaining: u64,
     ) -> Poll<Result<Option<(usize, bool)>, Error>> {
         let remaining = usize::try_from(remaining).unwrap_or(usize::MAX);
+        if matches!(target, Target::Discard) {
+            return Poll::Ready(Ok(None));
+        }
+        self.try_write_control(cx)?;
         let Some(io) = self.io.as_mut() else {
             return Poll::Ready(Err(self.finished_error()));
         };

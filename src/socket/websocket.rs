@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
 use super::core::{CoreConfig, Io, Liveness, Party, SendProgress, Shared, Target};
 use super::message::{Message, MessageType, ReceiveResult, WebSocketState};
@@ -35,6 +36,12 @@ const SINK_HIGH_WATER: usize = 64 * 1024;
 ///   [`receive_message`](Self::receive_message) /
 ///   [`send_message`](Self::send_message), or the `futures` [`Stream`] and
 ///   [`Sink`] of `Message`.
+///
+/// The inherent [`send`](Self::send) and [`close`](Self::close) (the
+/// ASP.NET names) take precedence over `SinkExt::send` / `SinkExt::close`
+/// in method-call syntax; with the `Sink`, write
+/// `SinkExt::send(&mut socket, message)`, or use
+/// [`send_message`](Self::send_message).
 ///
 /// One receive and one send may run at the same time (as in ASP.NET):
 /// [`split`](Self::split) gives a [`WebSocketReader`] and a
@@ -123,9 +130,11 @@ impl WebSocket {
         config: SocketConfig,
         finished: watch::Sender<bool>,
     ) -> WebSocket {
+        let flush_notify = Arc::new(Notify::new());
         let shared = Shared::new(
             io,
             CoreConfig {
+                flush_notify: flush_notify.clone(),
                 limits: config.limits,
                 receive_buffer_size: config.receive_buffer_size,
                 close_timeout: config.close_timeout,
@@ -133,14 +142,13 @@ impl WebSocket {
             config.subprotocol,
             finished,
         );
-        if let Some(interval) = config.keep_alive_interval {
-            spawn_keep_alive(
-                Arc::downgrade(&shared),
-                shared.finished_receiver(),
-                interval,
-                config.keep_alive_timeout,
-            );
-        }
+        spawn_background(
+            Arc::downgrade(&shared),
+            shared.finished_receiver(),
+            flush_notify,
+            config.keep_alive_interval,
+            config.keep_alive_timeout,
+        );
         WebSocket {
             reader: WebSocketReader {
                 shared: shared.clone(),
@@ -647,55 +655,82 @@ impl fmt::Debug for WebSocketWriter {
     }
 }
 
-/// Sends a ping every `interval` while the socket is open (ASP.NET
-/// `KeepAliveInterval`) and, with a `timeout`, aborts a peer that stays
-/// silent that long after a ping (`KeepAliveTimeout`). The task holds only
-/// a weak reference, wakes once or twice per interval, and ends when the
-/// socket is finished.
-fn spawn_keep_alive(
+/// The socket's background task, off the data path:
+///
+/// - keep-alive: sends a ping every `interval` while the socket is open
+///   (ASP.NET `KeepAliveInterval`) and, with a `timeout`, aborts a peer
+///   that stays silent that long after a ping (`KeepAliveTimeout`);
+/// - the safety net of write coalescing: when a send left its bytes queued
+///   because more input was buffered, and the application does not read
+///   again before this task runs, it writes them.
+///
+/// It holds only a weak reference to the socket, sleeps between events,
+/// and ends when the socket is finished or dropped.
+fn spawn_background(
     shared: Weak<Shared>,
     mut finished: watch::Receiver<bool>,
-    interval: Duration,
+    flush: Arc<Notify>,
+    interval: Option<Duration>,
     timeout: Option<Duration>,
 ) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        tracing::warn!("no tokio runtime: websocket keep-alive pings disabled");
+        tracing::warn!("no tokio runtime: websocket keep-alive and deferred writes disabled");
         return;
     };
     runtime.spawn(async move {
-        let start = tokio::time::Instant::now() + interval;
-        let mut ticker = tokio::time::interval_at(start, interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticker = interval.map(|interval| {
+            let start = Instant::now() + interval;
+            let mut ticker = tokio::time::interval_at(start, interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker
+        });
+        let mut check_at: Option<Instant> = None;
         loop {
             tokio::select! {
-                _ = ticker.tick() => {}
-                _ = finished.wait_for(|done| *done) => return,
-            }
-            let Some(strong) = shared.upgrade() else {
-                return;
-            };
-            let open = poll_fn(|cx| {
-                strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
-                    core.poll_keep_alive(io_cx)
-                })
-            })
-            .await;
-            drop(strong);
-            if !open {
-                return;
-            }
-            let Some(timeout) = timeout else {
-                continue;
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(timeout) => {}
-                _ = finished.wait_for(|done| *done) => return,
-            }
-            let Some(strong) = shared.upgrade() else {
-                return;
-            };
-            if strong.check_keep_alive() == Liveness::Dead {
-                return;
+                () = async { drop(finished.wait_for(|done| *done).await) } => return,
+                () = flush.notified() => {
+                    // Let the application's task run first: if it receives
+                    // again, it writes the queue itself.
+                    tokio::task::yield_now().await;
+                    poll_fn(|cx| match shared.upgrade() {
+                        Some(strong) => strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
+                            core.poll_write_deferred(io_cx)
+                        }),
+                        None => Poll::Ready(()),
+                    })
+                    .await;
+                }
+                // While a ping awaits its answer, no new ping is sent: the
+                // check belongs to the ping before it.
+                _ = async {
+                    match ticker.as_mut() {
+                        Some(ticker) => ticker.tick().await,
+                        None => std::future::pending().await,
+                    }
+                }, if check_at.is_none() => {
+                    let Some(strong) = shared.upgrade() else {
+                        return;
+                    };
+                    let open = poll_fn(|cx| {
+                        strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
+                            core.poll_keep_alive(io_cx)
+                        })
+                    })
+                    .await;
+                    if !open {
+                        return;
+                    }
+                    check_at = timeout.map(|timeout| Instant::now() + timeout);
+                }
+                () = tokio::time::sleep_until(check_at.unwrap_or_else(Instant::now)), if check_at.is_some() => {
+                    check_at = None;
+                    let Some(strong) = shared.upgrade() else {
+                        return;
+                    };
+                    if strong.check_keep_alive() == Liveness::Dead {
+                        return;
+                    }
+                }
             }
         }
     });
