@@ -37,7 +37,9 @@ fn connect_request(path: &str, extra: &[(&str, &str)]) -> Request<Empty<Bytes>> 
         builder = builder.header(*name, *value);
     }
     let mut request = builder.body(Empty::new()).unwrap();
-    request.extensions_mut().insert(Protocol::from_static("websocket"));
+    request
+        .extensions_mut()
+        .insert(Protocol::from_static("websocket"));
     request
 }
 
@@ -47,10 +49,16 @@ async fn open_ws(
     sender: &mut Sender,
     path: &str,
     extra: &[(&str, &str)],
-) -> (WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, http::response::Parts) {
+) -> (
+    WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+    http::response::Parts,
+) {
     // Wait until the server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) arrived.
     sender.ready().await.unwrap();
-    let response = sender.send_request(connect_request(path, extra)).await.unwrap();
+    let response = sender
+        .send_request(connect_request(path, extra))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK, "{response:?}");
     let (parts, body) = response.into_parts();
     let upgraded = hyper::upgrade::on(http::Response::from_parts(parts.clone(), body))
@@ -71,16 +79,26 @@ async fn multiplexed_websocket_streams_echo_independently() {
     // Interleave messages across the streams.
     for round in 0..3 {
         for (i, ws) in sockets.iter_mut().enumerate() {
-            ws.send(Client::text(format!("stream {i} round {round}"))).await.unwrap();
+            ws.send(Client::text(format!("stream {i} round {round}")))
+                .await
+                .unwrap();
         }
         for (i, ws) in sockets.iter_mut().enumerate() {
-            let echoed = tokio::time::timeout(TIMEOUT, ws.next()).await.unwrap().unwrap().unwrap();
+            let echoed = tokio::time::timeout(TIMEOUT, ws.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
             assert_eq!(echoed, Client::text(format!("stream {i} round {round}")));
         }
     }
     let big = vec![7u8; 300_000];
     sockets[2].send(Client::binary(big.clone())).await.unwrap();
-    let echoed = tokio::time::timeout(TIMEOUT, sockets[2].next()).await.unwrap().unwrap().unwrap();
+    let echoed = tokio::time::timeout(TIMEOUT, sockets[2].next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(echoed, Client::binary(big));
 
     // Close the middle one; the others are undisturbed.
@@ -90,8 +108,14 @@ async fn multiplexed_websocket_streams_echo_independently() {
         assert!(message.is_close(), "{message:?}");
     }
     for (i, ws) in sockets.iter_mut().enumerate() {
-        ws.send(Client::text(format!("after close {i}"))).await.unwrap();
-        let echoed = tokio::time::timeout(TIMEOUT, ws.next()).await.unwrap().unwrap().unwrap();
+        ws.send(Client::text(format!("after close {i}")))
+            .await
+            .unwrap();
+        let echoed = tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(echoed, Client::text(format!("after close {i}")));
     }
     // And a new stream can still be opened on the same connection.
@@ -104,8 +128,12 @@ async fn multiplexed_websocket_streams_echo_independently() {
 async fn h2_subprotocol_is_negotiated() {
     let addr = echo_server(WebSocketOptions::default()).await;
     let mut sender = h2_connect(addr).await;
-    let (mut ws, parts) =
-        open_ws(&mut sender, "/ws?protocol=superchat", &[("sec-websocket-protocol", "chat, superchat")]).await;
+    let (mut ws, parts) = open_ws(
+        &mut sender,
+        "/ws?protocol=superchat",
+        &[("sec-websocket-protocol", "chat, superchat")],
+    )
+    .await;
     assert_eq!(parts.headers["sec-websocket-protocol"], "superchat");
     ws.send(Client::text("hi")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Client::text("hi"));
@@ -113,11 +141,15 @@ async fn h2_subprotocol_is_negotiated() {
 
 #[tokio::test]
 async fn h2_disallowed_origin_is_forbidden() {
-    let addr = echo_server(WebSocketOptions::default().allowed_origins(["https://good.example"])).await;
+    let addr =
+        echo_server(WebSocketOptions::default().allowed_origins(["https://good.example"])).await;
     let mut sender = h2_connect(addr).await;
     sender.ready().await.unwrap();
     let response = sender
-        .send_request(connect_request("/ws", &[("origin", "https://evil.example")]))
+        .send_request(connect_request(
+            "/ws",
+            &[("origin", "https://evil.example")],
+        ))
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);

@@ -95,7 +95,10 @@ async fn reporting_server(
     options: WebSocketOptions,
     accept: AcceptOptions,
     idle: Duration,
-) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Result<(), tower_websockets::Error>>) {
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Result<(), tower_websockets::Error>>,
+) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let service = ServiceBuilder::new()
         .layer(WebSocketLayer::new(options).unwrap())
@@ -124,13 +127,24 @@ async fn silent_peer_is_aborted_after_interval_plus_timeout() {
     let mut client = raw_connect(addr, "/ws").await;
     let start = Instant::now();
     // Read (and never answer) until the server gives up on us.
-    let frames = client.read_to_end().await;
+    let frames = tokio::time::timeout(TIMEOUT, client.read_to_end())
+        .await
+        .expect("the silent peer was never cut off");
     let elapsed = start.elapsed();
     assert!(frames.iter().all(|f| f.opcode == 0x9), "{frames:?}");
     assert!(!frames.is_empty(), "no ping was sent");
-    assert!(elapsed >= interval + timeout, "aborted too early: {elapsed:?}");
-    assert!(elapsed < interval + timeout + Duration::from_secs(2), "aborted too late: {elapsed:?}");
-    let result = tokio::time::timeout(TIMEOUT, ended.recv()).await.unwrap().unwrap();
+    assert!(
+        elapsed >= interval + timeout,
+        "aborted too early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < interval + timeout + Duration::from_secs(2),
+        "aborted too late: {elapsed:?}"
+    );
+    let result = tokio::time::timeout(TIMEOUT, ended.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         matches!(result, Err(tower_websockets::Error::KeepAliveTimeout)),
         "{result:?}"
@@ -145,7 +159,8 @@ async fn busy_app_does_not_time_out_a_healthy_peer() {
         .keep_alive_interval(Some(interval))
         .keep_alive_timeout(Some(timeout));
     // The app does not receive for five timeouts.
-    let (addr, mut ended) = reporting_server(options, AcceptOptions::new(), Duration::from_millis(1000)).await;
+    let (addr, mut ended) =
+        reporting_server(options, AcceptOptions::new(), Duration::from_millis(1000)).await;
     let mut client = raw_connect(addr, "/ws").await;
     let mut sent = Vec::new();
     let start = Instant::now();
@@ -153,9 +168,13 @@ async fn busy_app_does_not_time_out_a_healthy_peer() {
     while start.elapsed() < Duration::from_millis(800) {
         let frame = client.read_frame().await.expect("socket still open");
         assert_eq!(frame.opcode, 0x9, "{frame:?}");
-        client.send(&common::frame(true, 0xA, &frame.payload, Some(MASK))).await;
+        client
+            .send(&common::frame(true, 0xA, &frame.payload, Some(MASK)))
+            .await;
         let message = format!("message {}", sent.len());
-        client.send(&common::frame(true, 1, message.as_bytes(), Some(MASK))).await;
+        client
+            .send(&common::frame(true, 1, message.as_bytes(), Some(MASK)))
+            .await;
         sent.push(message);
     }
     assert!(sent.len() >= 3, "too few pings: {}", sent.len());
@@ -164,7 +183,11 @@ async fn busy_app_does_not_time_out_a_healthy_peer() {
     while echoed.len() < sent.len() {
         let frame = client.read_frame().await.expect("socket still open");
         match frame.opcode {
-            0x9 => client.send(&common::frame(true, 0xA, &frame.payload, Some(MASK))).await,
+            0x9 => {
+                client
+                    .send(&common::frame(true, 0xA, &frame.payload, Some(MASK)))
+                    .await
+            }
             0x1 => echoed.push(String::from_utf8(frame.payload).unwrap()),
             other => panic!("unexpected opcode {other}"),
         }
@@ -182,7 +205,14 @@ async fn accept_options_override_the_keep_alive_timeout() {
     let accept = AcceptOptions::new().keep_alive_timeout(Some(Duration::from_millis(50)));
     let (addr, mut ended) = reporting_server(options, accept, Duration::ZERO).await;
     let mut client = raw_connect(addr, "/ws").await;
-    let _ = client.read_to_end().await;
-    let result = tokio::time::timeout(TIMEOUT, ended.recv()).await.unwrap().unwrap();
-    assert!(matches!(result, Err(tower_websockets::Error::KeepAliveTimeout)), "{result:?}");
+    let cut_off = tokio::time::timeout(TIMEOUT, client.read_to_end()).await;
+    assert!(cut_off.is_ok(), "the silent peer was never cut off");
+    let result = tokio::time::timeout(TIMEOUT, ended.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(result, Err(tower_websockets::Error::KeepAliveTimeout)),
+        "{result:?}"
+    );
 }

@@ -12,7 +12,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tower::ServiceBuilder;
-use tower_websockets::{CloseCode, Error, WebSocketLayer, WebSocketOptions, WebSocketState, WebSocketUpgrade};
+use tower_websockets::{
+    CloseCode, Error, WebSocketLayer, WebSocketOptions, WebSocketState, WebSocketUpgrade,
+};
 
 #[tokio::test]
 async fn close_gives_up_on_a_peer_that_never_answers() {
@@ -36,7 +38,10 @@ async fn close_gives_up_on_a_peer_that_never_answers() {
     // The client reads the Close but never answers it.
     let close = client.read_frame().await.unwrap();
     assert_eq!(close.close_code(), Some(1001));
-    let (result, elapsed, state) = tokio::time::timeout(TIMEOUT, rx.recv()).await.unwrap().unwrap();
+    let (result, elapsed, state) = tokio::time::timeout(TIMEOUT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(result, Err(Error::CloseTimeout)), "{result:?}");
     assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
     assert_eq!(state, WebSocketState::Aborted);
@@ -63,7 +68,10 @@ async fn accepting_twice_is_an_error() {
         });
     let addr = serve(service).await;
     let mut client = raw_connect(addr, "/ws").await;
-    let second = tokio::time::timeout(TIMEOUT, rx.recv()).await.unwrap().unwrap();
+    let second = tokio::time::timeout(TIMEOUT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(second, Err(Error::AlreadyAccepted)), "{second:?}");
     // The first socket is unaffected.
     client.send(&frame(true, 1, b"fine", Some(MASK))).await;

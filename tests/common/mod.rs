@@ -277,9 +277,14 @@ impl RawClient {
     /// frames read meanwhile.
     pub async fn read_to_end(&mut self) -> Vec<ServerFrame> {
         let mut frames = Vec::new();
-        while let Some(frame) = self.read_frame().await {
-            frames.push(frame);
-        }
+        let all = async {
+            while let Some(frame) = self.read_frame().await {
+                frames.push(frame);
+            }
+        };
+        tokio::time::timeout(TIMEOUT, all)
+            .await
+            .expect("the server closed the connection in time");
         frames
     }
 

@@ -1,0 +1,624 @@
+//! Interoperability with an independent client, tokio-tungstenite: echo of
+//! every message kind and size, fragmentation, ping, both close handshakes,
+//! subprotocols, origin checks, and the whole-message, Stream/Sink and
+//! split server APIs.
+
+mod common;
+use common::*;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
+use tokio_tungstenite::tungstenite::{self, Bytes, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tower::ServiceBuilder;
+use tower_websockets::{
+    self as server, AcceptOptions, WebSocket, WebSocketLayer, WebSocketOptions, WebSocketState,
+    WebSocketUpgrade,
+};
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+// ----- harness -----
+
+/// Serves `handler` behind a default [`WebSocketLayer`] on 127.0.0.1:0.
+async fn serve_handler<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let service = ServiceBuilder::new()
+        .layer(WebSocketLayer::new(WebSocketOptions::default()).unwrap())
+        .service_fn(handler);
+    serve(service).await
+}
+
+/// A one-shot report from a server handler to the test, clonable so it can
+/// live in a service closure; only the first report is delivered.
+struct Report<T>(Arc<Mutex<Option<oneshot::Sender<T>>>>);
+
+impl<T> Clone for Report<T> {
+    fn clone(&self) -> Self {
+        Report(self.0.clone())
+    }
+}
+
+impl<T> Report<T> {
+    fn new() -> (Report<T>, oneshot::Receiver<T>) {
+        let (tx, rx) = oneshot::channel();
+        (Report(Arc::new(Mutex::new(Some(tx)))), rx)
+    }
+
+    fn send(&self, value: T) {
+        if let Some(tx) = self.0.lock().unwrap().take() {
+            let _ = tx.send(value);
+        }
+    }
+}
+
+/// Waits (bounded) for a handler's report.
+async fn reported<T>(rx: oneshot::Receiver<T>) -> T {
+    tokio::time::timeout(TIMEOUT, rx)
+        .await
+        .expect("server reported in time")
+        .expect("server handler reported")
+}
+
+/// Accepts a WebSocket request with `options`, or answers 400.
+async fn accept(
+    mut req: Request<Incoming>,
+    options: AcceptOptions,
+) -> Result<WebSocket, Response<Body>> {
+    let Some(upgrade) = WebSocketUpgrade::from_request(&mut req) else {
+        return Err(status(StatusCode::BAD_REQUEST, "not a websocket request"));
+    };
+    upgrade
+        .accept_with(options)
+        .await
+        .map_err(|_| status(StatusCode::BAD_REQUEST, "accept failed"))
+}
+
+async fn connect(addr: SocketAddr, path: &str) -> Client {
+    let (client, response) =
+        tokio::time::timeout(TIMEOUT, connect_async(format!("ws://{addr}{path}")))
+            .await
+            .expect("handshake in time")
+            .expect("handshake succeeds");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    client
+}
+
+/// The next message from the server; `None` once the stream ended.
+async fn recv(client: &mut Client) -> Option<Message> {
+    tokio::time::timeout(TIMEOUT, client.next())
+        .await
+        .expect("server answered in time")
+        .map(|item| item.expect("client read succeeds"))
+}
+
+async fn send(client: &mut Client, message: Message) {
+    tokio::time::timeout(TIMEOUT, client.send(message))
+        .await
+        .expect("client send in time")
+        .expect("client send succeeds");
+}
+
+/// Sends `message` while reading the echo, so a large message cannot fill
+/// both directions' buffers and deadlock; asserts the echo is identical.
+async fn assert_echo(client: &mut Client, message: Message) {
+    let (mut sink, mut stream) = client.split();
+    let (sent, echoed) = tokio::time::timeout(TIMEOUT, async {
+        tokio::join!(sink.send(message.clone()), stream.next())
+    })
+    .await
+    .expect("echo in time");
+    sent.expect("client send succeeds");
+    let echoed = echoed.expect("an echo").expect("client read succeeds");
+    assert_eq!(echoed, message);
+}
+
+fn close_frame(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    }))
+}
+
+/// Client-initiated close: sends `close`, expects `reply`, then the end of
+/// the stream.
+async fn assert_close(client: &mut Client, close: Message, reply: Message) {
+    send(client, close).await;
+    assert_eq!(recv(client).await, Some(reply));
+    assert_eq!(recv(client).await, None, "stream ends after the close");
+}
+
+async fn close_normally(client: &mut Client) {
+    assert_close(client, close_frame(1000, "done"), close_frame(1000, "done")).await;
+}
+
+// ----- echo through the buffer API -----
+
+#[tokio::test]
+async fn text_and_binary_messages_echo_identically() {
+    let addr = echo_server(WebSocketOptions::default()).await;
+    let mut client = connect(addr, "/ws").await;
+    assert_echo(&mut client, Message::text("hello, world")).await;
+    assert_echo(&mut client, Message::binary(vec![0u8, 1, 2, 0xff, 0xfe])).await;
+    assert_echo(&mut client, Message::text("héllo wörld ✓ 🦀")).await;
+    close_normally(&mut client).await;
+}
+
+#[tokio::test]
+async fn empty_text_and_empty_binary_messages_echo() {
+    let addr = echo_server(WebSocketOptions::default()).await;
+    let mut client = connect(addr, "/ws").await;
+    assert_echo(&mut client, Message::text("")).await;
+    assert_echo(&mut client, Message::binary(Vec::new())).await;
+    assert_echo(&mut client, Message::text("after the empty ones")).await;
+    close_normally(&mut client).await;
+}
+
+#[tokio::test]
+async fn one_mebibyte_binary_message_echoes_identically() {
+    let addr = echo_server(WebSocketOptions::default()).await;
+    let mut client = connect(addr, "/ws").await;
+    let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    assert_echo(&mut client, Message::binary(data)).await;
+    close_normally(&mut client).await;
+}
+
+#[tokio::test]
+async fn one_mebibyte_multibyte_utf8_text_echoes_identically() {
+    let addr = echo_server(WebSocketOptions::default()).await;
+    let mut client = connect(addr, "/ws").await;
+    // 1, 2, 3 and 4-byte characters, so the server's 4 KiB pieces end
+    // inside characters.
+    let unit = "aé€🦀";
+    let text = unit.repeat((1 << 20) / unit.len());
+    assert!(text.len() >= (1 << 20) - unit.len());
+    assert_echo(&mut client, Message::text(text)).await;
+    close_normally(&mut client).await;
+}
+
+// ----- fragmentation -----
+
+/// The client's fragments, all sent in one write so each reaches the
+/// server whole.
+fn fragments(opcode: u8, pieces: &[&[u8]]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        let first = i == 0;
+        let last = i == pieces.len() - 1;
+        let op = if first { opcode } else { 0 };
+        bytes.extend(frame(last, op, piece, Some(MASK)));
+    }
+    bytes
+}
+
+/// Reads the server's frames of one message and checks they carry the
+/// message's fragmentation: first frame `opcode`, continuations after, FIN
+/// only on the last, and a frame boundary wherever the client had one.
+async fn assert_fragmentation_preserved(client: &mut RawClient, opcode: u8, pieces: &[&[u8]]) {
+    let mut frames = Vec::new();
+    loop {
+        let frame = client.read_frame().await.expect("an echoed frame");
+        let fin = frame.fin;
+        frames.push(frame);
+        if fin {
+            break;
+        }
+    }
+    assert_eq!(frames[0].opcode, opcode, "{frames:?}");
+    assert!(frames[1..].iter().all(|f| f.opcode == 0), "{frames:?}");
+    assert!(frames[..frames.len() - 1].iter().all(|f| !f.fin));
+    assert!(frames.iter().all(|f| f.rsv == 0));
+
+    let echoed: Vec<u8> = frames.iter().flat_map(|f| f.payload.clone()).collect();
+    assert_eq!(echoed, pieces.concat());
+
+    let ends = |lens: &mut dyn Iterator<Item = usize>| {
+        lens.scan(0, |end, len| {
+            *end += len;
+            Some(*end)
+        })
+        .collect::<Vec<_>>()
+    };
+    let client_ends = ends(&mut pieces.iter().map(|p| p.len()));
+    let server_ends = ends(&mut frames.iter().map(|f| f.payload.len()));
+    assert!(
+        client_ends.iter().all(|end| server_ends.contains(end)),
+        "client fragments end at {client_ends:?}, server frames at {server_ends:?}"
+    );
+    // Small fragments in one write arrive whole, so each is echoed 1:1.
+    let payloads: Vec<&[u8]> = frames.iter().map(|f| &f.payload[..]).collect();
+    assert_eq!(payloads, pieces);
+}
+
+#[tokio::test]
+async fn fragmented_text_is_echoed_with_its_fragmentation() {
+    let addr = echo_server(WebSocketOptions::default()).await;
+    let mut client = raw_connect(addr, "/ws").await;
+    let text = "héllo, fragmented wörld".as_bytes();
+    // The first boundary splits the two bytes of 'é'.
+    let pieces: [&[u8]; 4] = [&text[..2], &text[2..9], &text[9..20], &text[20..]];
+    client.send(&fragments(1, &pieces)).await;
+    assert_fragmentation_preserved(&mut client, 1, &pieces).await;
+
+    client
+        .send(&frame(true, 8, &close_payload(1000, ""), Some(MASK)))
+        .await;
+    assert_eq!(client.read_frame().await.unwrap().close_code(), Some(1000));
+    assert!(client.read_frame().await.is_none());
+}
+
+#[tokio::test]
+async fn fragmented_binary_is_echoed_with_its_fragmentation() {
+    let addr = echo_server(WebSocketOptions::default()).await;
+    let mut client = raw_connect(addr, "/ws").await;
+    let data: Vec<u8> = (0..900u32).map(|i| (i * 7) as u8).collect();
+    let pieces: [&[u8]; 3] = [&data[..300], &data[300..301], &data[301..]];
+    client.send(&fragments(2, &pieces)).await;
+    assert_fragmentation_preserved(&mut client, 2, &pieces).await;
+
+    // The socket is still in step: a whole message after it echoes.
+    client.send(&frame(true, 1, b"next", Some(MASK))).await;
+    assert_eq!(client.read_message().await, (1, b"next".to_vec()));
+}
+
+#[tokio::test]
+async fn fragments_sent_by_tungstenite_echo_as_one_message() {
+    let addr = echo_server(WebSocketOptions::default()).await;
+    let mut client = connect(addr, "/ws").await;
+    let parts = ["frag", "ment", "ed ✓"];
+    for (i, part) in parts.iter().enumerate() {
+        let opcode = if i == 0 {
+            OpCode::Data(Data::Text)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let last = i == parts.len() - 1;
+        send(
+            &mut client,
+            Message::Frame(Frame::message(part.as_bytes().to_vec(), opcode, last)),
+        )
+        .await;
+    }
+    assert_eq!(recv(&mut client).await, Some(Message::text("fragmented ✓")));
+    close_normally(&mut client).await;
+}
+
+// ----- ping -----
+
+#[tokio::test]
+async fn ping_is_answered_with_pong_carrying_the_same_payload() {
+    let addr = echo_server(WebSocketOptions::default()).await;
+    let mut client = connect(addr, "/ws").await;
+    let payload = Bytes::from_static(b"are you there?");
+    send(&mut client, Message::Ping(payload.clone())).await;
+    assert_eq!(recv(&mut client).await, Some(Message::Pong(payload)));
+    // An empty ping too, and the data path still works after.
+    send(&mut client, Message::Ping(Bytes::new())).await;
+    assert_eq!(recv(&mut client).await, Some(Message::Pong(Bytes::new())));
+    assert_echo(&mut client, Message::text("still here")).await;
+    close_normally(&mut client).await;
+}
+
+// ----- close handshake -----
+
+#[tokio::test]
+async fn client_close_with_code_and_reason_is_echoed() {
+    let addr = echo_server(WebSocketOptions::default()).await;
+    let mut client = connect(addr, "/ws").await;
+    assert_close(
+        &mut client,
+        close_frame(4001, "bye"),
+        close_frame(4001, "bye"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn client_close_with_normal_code_and_no_reason_is_echoed() {
+    let addr = echo_server(WebSocketOptions::default()).await;
+    let mut client = connect(addr, "/ws").await;
+    assert_close(&mut client, close_frame(1000, ""), close_frame(1000, "")).await;
+}
+
+#[tokio::test]
+async fn client_close_without_payload_is_answered_with_empty_close() {
+    let addr = echo_server(WebSocketOptions::default()).await;
+    let mut client = connect(addr, "/ws").await;
+    assert_close(&mut client, Message::Close(None), Message::Close(None)).await;
+}
+
+#[tokio::test]
+async fn server_initiated_close_completes_with_tungstenite() {
+    let (report, outcome) = Report::new();
+    let addr = serve_handler(move |req| {
+        let report = report.clone();
+        async move {
+            let mut socket = match accept(req, AcceptOptions::new()).await {
+                Ok(socket) => socket,
+                Err(response) => return Ok(response),
+            };
+            let closed = socket
+                .close(server::CloseCode::GOING_AWAY, "server bye")
+                .await;
+            report.send((closed.map_err(|e| e.to_string()), socket.state()));
+            Ok(Response::default())
+        }
+    })
+    .await;
+
+    let mut client = connect(addr, "/ws").await;
+    assert_eq!(
+        recv(&mut client).await,
+        Some(close_frame(1001, "server bye"))
+    );
+    // Reading on lets tungstenite send its reply; then the server closes
+    // the connection.
+    assert_eq!(recv(&mut client).await, None);
+
+    let (closed, state) = reported(outcome).await;
+    assert_eq!(closed, Ok(()));
+    assert_eq!(state, WebSocketState::Closed);
+}
+
+// ----- subprotocols -----
+
+#[tokio::test]
+async fn offered_subprotocol_is_chosen() {
+    let (report, chosen) = Report::new();
+    let addr = serve_handler(move |req| {
+        let report = report.clone();
+        async move {
+            let options = AcceptOptions::new().subprotocol("superchat");
+            let mut socket = match accept(req, options).await {
+                Ok(socket) => socket,
+                Err(response) => return Ok(response),
+            };
+            report.send(socket.subprotocol().map(str::to_owned));
+            let _ = echo_loop(&mut socket, 4096).await;
+            Ok(Response::default())
+        }
+    })
+    .await;
+
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "chat, superchat".parse().unwrap());
+    let (mut client, response) = tokio::time::timeout(TIMEOUT, connect_async(request))
+        .await
+        .expect("handshake in time")
+        .expect("handshake succeeds");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(response.headers()["sec-websocket-protocol"], "superchat");
+    assert_eq!(reported(chosen).await.as_deref(), Some("superchat"));
+
+    assert_echo(&mut client, Message::text("in superchat")).await;
+    close_normally(&mut client).await;
+}
+
+#[tokio::test]
+async fn subprotocol_not_offered_is_refused_before_anything_is_sent() {
+    let addr = echo_server(WebSocketOptions::default()).await;
+    // echo_handler chooses "superchat"; the client offered only "chat".
+    let mut request = format!("ws://{addr}/ws?protocol=superchat")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "chat".parse().unwrap());
+    let result = tokio::time::timeout(TIMEOUT, connect_async(request))
+        .await
+        .expect("handshake in time");
+    match result {
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+            assert_eq!(
+                response.body().as_deref(),
+                Some(&b"subprotocol not offered"[..])
+            );
+        }
+        Err(other) => panic!("expected an HTTP error, got {other:?}"),
+        Ok((_, response)) => panic!("expected a refusal, got {response:?}"),
+    }
+}
+
+// ----- origin -----
+
+async fn connect_with_origin(
+    addr: SocketAddr,
+    origin: Option<&str>,
+) -> Result<(Client, tungstenite::handshake::client::Response), tungstenite::Error> {
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+    }
+    tokio::time::timeout(TIMEOUT, connect_async(request))
+        .await
+        .expect("handshake in time")
+}
+
+#[tokio::test]
+async fn allowed_origins_admit_listed_and_absent_origins_and_forbid_others() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let options = WebSocketOptions::default().allowed_origins(["https://good.example"]);
+    let service = ServiceBuilder::new()
+        .layer(WebSocketLayer::new(options).unwrap())
+        .service_fn(move |req| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            echo_handler(req)
+        });
+    let addr = serve(service).await;
+
+    match connect_with_origin(addr, Some("https://evil.example")).await {
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        }
+        Err(other) => panic!("expected an HTTP error, got {other:?}"),
+        Ok((_, response)) => panic!("expected 403, got {response:?}"),
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "the inner service ran for a forbidden origin"
+    );
+
+    for (expected_calls, origin) in [
+        (1, Some("https://good.example")),
+        (2, Some("HTTPS://GOOD.EXAMPLE")),
+        (3, None),
+    ] {
+        let (mut client, response) = connect_with_origin(addr, origin)
+            .await
+            .unwrap_or_else(|e| panic!("origin {origin:?} refused: {e:?}"));
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(calls.load(Ordering::SeqCst), expected_calls);
+        assert_echo(&mut client, Message::text("from an allowed origin")).await;
+        close_normally(&mut client).await;
+    }
+}
+
+// ----- the other server APIs -----
+
+/// Echo over `receive_message` / `send_message`.
+async fn message_echo(mut socket: WebSocket) {
+    loop {
+        match socket.receive_message().await {
+            Ok(server::Message::Close(frame)) => {
+                let (code, reason) = match frame {
+                    Some(frame) => (Some(frame.code), frame.reason),
+                    None => (None, String::new()),
+                };
+                let _ = socket.close(code, &reason).await;
+                return;
+            }
+            Ok(message) => {
+                if socket.send_message(message).await.is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Echo over the `futures` Stream and Sink, the Close reply included.
+async fn stream_sink_echo(mut socket: WebSocket) {
+    while let Some(item) = socket.next().await {
+        let Ok(message) = item else { return };
+        let is_close = matches!(message, server::Message::Close(_));
+        if SinkExt::send(&mut socket, message).await.is_err() || is_close {
+            return;
+        }
+    }
+}
+
+/// Echo through split halves: the reader task forwards every message over
+/// a channel to the writer task.
+async fn split_echo(socket: WebSocket) {
+    let (mut reader, mut writer) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<server::Message>(8);
+    let read = tokio::spawn(async move {
+        while let Ok(message) = reader.receive_message().await {
+            let is_close = matches!(message, server::Message::Close(_));
+            if tx.send(message).await.is_err() || is_close {
+                return;
+            }
+        }
+    });
+    let write = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            if writer.send_message(message).await.is_err() {
+                return;
+            }
+        }
+    });
+    let _ = tokio::join!(read, write);
+}
+
+async fn serve_socket_handler<H, Fut>(handle: H) -> SocketAddr
+where
+    H: Fn(WebSocket) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    serve_handler(move |req| {
+        let handle = handle.clone();
+        async move {
+            match accept(req, AcceptOptions::new()).await {
+                Ok(socket) => {
+                    handle(socket).await;
+                    Ok(Response::default())
+                }
+                Err(response) => Ok(response),
+            }
+        }
+    })
+    .await
+}
+
+async fn assert_text_and_binary_echo(addr: SocketAddr) {
+    let mut client = connect(addr, "/ws").await;
+    assert_echo(&mut client, Message::text("whole message ✓")).await;
+    assert_echo(&mut client, Message::binary(vec![9u8; 10_000])).await;
+    assert_echo(&mut client, Message::text("")).await;
+    assert_close(
+        &mut client,
+        close_frame(4001, "bye"),
+        close_frame(4001, "bye"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn whole_message_api_echoes_text_and_binary() {
+    let addr = serve_socket_handler(message_echo).await;
+    assert_text_and_binary_echo(addr).await;
+}
+
+#[tokio::test]
+async fn stream_and_sink_echo_text_and_binary() {
+    let addr = serve_socket_handler(stream_sink_echo).await;
+    assert_text_and_binary_echo(addr).await;
+}
+
+#[tokio::test]
+async fn split_socket_echoes_and_answers_ping_while_writer_is_idle() {
+    let addr = serve_socket_handler(split_echo).await;
+    let mut client = connect(addr, "/ws").await;
+    // The writer task waits on its channel; only the reader sees the ping.
+    let payload = Bytes::from_static(b"split ping");
+    send(&mut client, Message::Ping(payload.clone())).await;
+    assert_eq!(recv(&mut client).await, Some(Message::Pong(payload)));
+
+    assert_echo(&mut client, Message::text("through the channel")).await;
+    assert_echo(&mut client, Message::binary(vec![1u8, 2, 3])).await;
+
+    send(&mut client, Message::Ping(Bytes::from_static(b"again"))).await;
+    assert_eq!(
+        recv(&mut client).await,
+        Some(Message::Pong(Bytes::from_static(b"again")))
+    );
+    assert_close(
+        &mut client,
+        close_frame(1000, "done"),
+        close_frame(1000, "done"),
+    )
+    .await;
+}
