@@ -162,7 +162,11 @@ impl WebSocketUpgrade {
     /// normally); [`Error::AlreadyAccepted`] if this request was already
     /// accepted through a clone of this handle;
     /// [`Error::HandshakeAborted`] if the HTTP connection went away first;
-    /// [`Error::Upgrade`] if hyper could not hand over the connection.
+    /// [`Error::Upgrade`] if hyper could not hand over the connection —
+    /// notably when the connection is served without upgrades (hyper's
+    /// `http1::Connection::with_upgrades()` /
+    /// `serve_connection_with_upgrades`), which hyper only reveals after
+    /// the `101` was sent; the connection then ends.
     pub async fn accept_with(self, options: AcceptOptions) -> Result<WebSocket, Error> {
         let subprotocol = match options.subprotocol {
             Some(chosen) if self.requested_subprotocols().any(|p| p == chosen) => Some(chosen),

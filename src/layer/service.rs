@@ -100,10 +100,9 @@ where
             return ResponseFuture::forbidden();
         }
         if req.extensions().get::<OnUpgrade>().is_none() {
-            tracing::warn!(
-                "websocket request on a connection without upgrade support; \
-                 serve it with hyper's `.with_upgrades()` / `serve_connection_with_upgrades`"
-            );
+            // Not served by hyper (or a request built by hand): there is no
+            // connection to take over, so it cannot be a WebSocket here.
+            tracing::warn!("websocket request without hyper's upgrade extension; passed through");
             return ResponseFuture::pass_through(self.inner.call(req));
         }
         let on_upgrade = hyper::upgrade::on(&mut req);
