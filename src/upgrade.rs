@@ -12,7 +12,8 @@ use tokio::sync::{oneshot, watch};
 use crate::error::Error;
 use crate::handshake::{Flavor, Handshake, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL};
 use crate::options::WebSocketOptions;
-use crate::socket::{SocketConfig, WebSocket};
+use crate::socket::{SocketConfig, Transport, WebSocket};
+use tokio::net::TcpStream;
 
 /// The handle [`WebSocketLayer`](crate::WebSocketLayer) puts in the
 /// extensions of every valid WebSocket request: the analog of ASP.NET's
@@ -217,11 +218,24 @@ impl WebSocketUpgrade {
             config.keep_alive_timeout = timeout;
         }
         config.subprotocol = subprotocol.map(String::into_boxed_str);
-        Ok(WebSocket::new(
-            Box::new(TokioIo::new(upgraded)),
-            config,
-            finished,
-        ))
+        // Under hyper-util's `TokioIo<TcpStream>` the TCP stream is used
+        // directly, with the bytes hyper read past the request (frames the
+        // client sent along with its handshake).
+        let socket = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => WebSocket::new(
+                Transport::tcp(parts.io.into_inner()),
+                &parts.read_buf,
+                config,
+                finished,
+            ),
+            Err(upgraded) => WebSocket::new(
+                Transport::new(TokioIo::new(upgraded)),
+                &[],
+                config,
+                finished,
+            ),
+        };
+        Ok(socket)
     }
 }
 

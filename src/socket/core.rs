@@ -21,6 +21,8 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, BytesMut};
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::transport::Transport;
 use tokio::sync::{Notify, watch};
 
 use super::message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
@@ -31,14 +33,14 @@ use crate::protocol::{
     encode_header,
 };
 
-/// The byte stream under a socket.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// Payloads up to this size are copied behind their header and written
 /// with it in one call; larger ones are written vectored from the caller's
 /// buffer without a copy.
 const COPY_THRESHOLD: usize = 8 * 1024;
+
+/// The most one read asks for once reads keep filling the buffer.
+const MAX_READ_SIZE: usize = 64 * 1024;
 
 /// Small frames sent while more input is already buffered are queued, up
 /// to this many bytes, and written together when the input runs dry.
@@ -143,7 +145,7 @@ pub(crate) enum SendProgress {
 }
 
 pub(crate) struct Core {
-    io: Option<Box<dyn Io>>,
+    io: Option<Transport>,
     state: WebSocketState,
     /// The error that ended the socket, repeated to later calls.
     terminal: Option<Error>,
@@ -152,6 +154,10 @@ pub(crate) struct Core {
     decoder: Decoder,
     rbuf: BytesMut,
     rbuf_size: usize,
+    /// How much the next read asks for: starts at `rbuf_size`, doubles
+    /// while reads fill the buffer (up to [`MAX_READ_SIZE`]), and drops back
+    /// when the socket goes idle.
+    read_size: usize,
     /// The whole-message API's partial message; kept here so a cancelled
     /// `receive_message` loses nothing.
     pub(crate) message: BytesMut,
@@ -221,7 +227,8 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(
-        io: Box<dyn Io>,
+        io: Transport,
+        leftover: &[u8],
         config: CoreConfig,
         subprotocol: Option<Box<str>>,
         finished: watch::Sender<bool>,
@@ -235,8 +242,10 @@ impl Shared {
                 state: WebSocketState::Open,
                 terminal: None,
                 decoder: Decoder::new(config.limits),
-                rbuf: BytesMut::new(),
+                // Frames the client sent along with its handshake.
+                rbuf: BytesMut::from(leftover),
                 rbuf_size: config.receive_buffer_size,
+                read_size: config.receive_buffer_size,
                 message: BytesMut::new(),
                 close_status: None,
                 close_description: None,
@@ -781,26 +790,57 @@ impl Core {
 
     /// Reads more bytes into the read buffer. The input has run dry, so
     /// queued output (coalesced replies, pongs) is written first.
+    ///
+    /// An idle socket holds no read buffer: with nothing buffered, it waits
+    /// for readiness first (on TCP, without a buffer) and frees the buffer
+    /// when a read finds nothing. Under load, reads that fill the buffer
+    /// double the next read, up to [`MAX_READ_SIZE`], so large messages and
+    /// pipelined frames take fewer system calls.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.try_write_control(cx)?;
         let Some(io) = self.io.as_mut() else {
             return Poll::Ready(Err(self.finished_error()));
         };
-        if self.rbuf.capacity() - self.rbuf.len() < 256 {
-            self.rbuf.reserve(self.rbuf_size);
+        if self.rbuf.is_empty() {
+            match io.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.abort_with(e.into()))),
+                Poll::Pending => {
+                    self.release_read_buffer();
+                    return Poll::Pending;
+                }
+            }
         }
-        match ready!(tokio_util::io::poll_read_buf(
-            Pin::new(io),
-            cx,
-            &mut self.rbuf
-        )) {
-            Ok(0) => Poll::Ready(Err(self.abort_with(Error::ConnectionReset))),
-            Ok(_) => {
+        let spare = self.rbuf.capacity() - self.rbuf.len();
+        if spare < 256 {
+            self.rbuf.reserve(self.read_size);
+        }
+        let spare = self.rbuf.capacity() - self.rbuf.len();
+        match tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.rbuf) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(self.abort_with(Error::ConnectionReset))),
+            Poll::Ready(Ok(n)) => {
                 self.read_epoch = self.read_epoch.wrapping_add(1);
+                if n == spare {
+                    self.read_size = (self.read_size * 2).min(MAX_READ_SIZE.max(self.rbuf_size));
+                }
                 Poll::Ready(Ok(()))
             }
-            Err(e) => Poll::Ready(Err(self.abort_with(e.into()))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.abort_with(e.into()))),
+            Poll::Pending => {
+                if self.rbuf.is_empty() {
+                    self.release_read_buffer();
+                }
+                Poll::Pending
+            }
         }
+    }
+
+    /// The socket is idle with nothing buffered: give the read buffer back.
+    fn release_read_buffer(&mut self) {
+        if self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
+        }
+        self.read_size = self.rbuf_size;
     }
 
     /// Receives the next piece of data (or the peer's Close) into `target`.
@@ -937,7 +977,7 @@ impl Core {
         let (filled, count) = match target {
             Target::Slice(buf) => {
                 let want = remaining.min(buf.len());
-                if want < self.rbuf_size {
+                if want < self.read_size {
                     return Poll::Ready(Ok(None));
                 }
                 let mut read_buf = ReadBuf::new(&mut buf[..want]);
@@ -949,7 +989,7 @@ impl Core {
                 (&mut buf[..n], n)
             }
             Target::Message(message) => {
-                if remaining < self.rbuf_size {
+                if remaining < self.read_size {
                     return Poll::Ready(Ok(None));
                 }
                 let start = message.len();

@@ -6,8 +6,10 @@
 
 mod core;
 mod message;
+mod transport;
 mod websocket;
 
 pub use message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
+pub(crate) use transport::Transport;
 pub(crate) use websocket::SocketConfig;
 pub use websocket::{WebSocket, WebSocketReader, WebSocketWriter};

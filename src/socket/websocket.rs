@@ -13,7 +13,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::core::{CoreConfig, Io, Liveness, Party, SendProgress, Shared, Target};
+use super::core::{CoreConfig, Liveness, Party, SendProgress, Shared, Target};
+use super::transport::Transport;
 use super::message::{Message, MessageType, ReceiveResult, WebSocketState};
 use crate::error::Error;
 use crate::options::{OptionsError, WebSocketOptions};
@@ -126,13 +127,15 @@ impl SocketConfig {
 
 impl WebSocket {
     pub(crate) fn new(
-        io: Box<dyn Io>,
+        io: Transport,
+        leftover: &[u8],
         config: SocketConfig,
         finished: watch::Sender<bool>,
     ) -> WebSocket {
         let flush_notify = Arc::new(Notify::new());
         let shared = Shared::new(
             io,
+            leftover,
             CoreConfig {
                 flush_notify: flush_notify.clone(),
                 limits: config.limits,
@@ -175,7 +178,8 @@ impl WebSocket {
         let options = options.validate()?;
         let (finished, _) = watch::channel(false);
         Ok(WebSocket::new(
-            Box::new(io),
+            Transport::new(io),
+            &[],
             SocketConfig::from_options(&options),
             finished,
         ))
