@@ -33,7 +33,6 @@ use crate::protocol::{
     encode_header,
 };
 
-
 /// Payloads up to this size are copied behind their header and written
 /// with it in one call; larger ones are written vectored from the caller's
 /// buffer without a copy.
@@ -41,6 +40,12 @@ const COPY_THRESHOLD: usize = 8 * 1024;
 
 /// The most one read asks for once reads keep filling the buffer.
 const MAX_READ_SIZE: usize = 64 * 1024;
+
+/// Payload is read straight into the caller's buffer (saving a copy) only
+/// when that read can be at least this large; smaller targets are served
+/// from the read buffer, whose reads grow under load, because a system
+/// call costs far more than copying a few KiB.
+const DIRECT_READ_MIN: usize = 32 * 1024;
 
 /// Small frames sent while more input is already buffered are queued, up
 /// to this many bytes, and written together when the input runs dry.
@@ -155,8 +160,8 @@ pub(crate) struct Core {
     rbuf: BytesMut,
     rbuf_size: usize,
     /// How much the next read asks for: starts at `rbuf_size`, doubles
-    /// while reads fill the buffer (up to [`MAX_READ_SIZE`]), and drops back
-    /// when the socket goes idle.
+    /// while reads fill the buffer (up to [`MAX_READ_SIZE`]), and halves
+    /// while they come back under a quarter full.
     read_size: usize,
     /// The whole-message API's partial message; kept here so a cancelled
     /// `receive_message` loses nothing.
@@ -640,10 +645,11 @@ impl Core {
     }
 
     /// Whether a completed send may leave its bytes queued (write
-    /// coalescing): only while unread input is buffered and the queue is
-    /// small.
+    /// coalescing): only while the application is about to receive again —
+    /// unread input is buffered, or an incoming frame is still arriving —
+    /// and the queue is small.
     fn may_defer(&self) -> bool {
-        !self.rbuf.is_empty()
+        (!self.rbuf.is_empty() || self.decoder.remaining() > 0)
             && self.out.len() < COALESCE_LIMIT
             && self.state == WebSocketState::Open
     }
@@ -788,8 +794,9 @@ impl Core {
     // Reading
     // ===================================================================
 
-    /// Reads more bytes into the read buffer. The input has run dry, so
-    /// queued output (coalesced replies, pongs) is written first.
+    /// Reads more bytes into the read buffer. When the input has run dry
+    /// (the read would block), queued output (coalesced replies, pongs) is
+    /// written.
     ///
     /// An idle socket holds no read buffer: with nothing buffered, it waits
     /// for readiness first (on TCP, without a buffer) and frees the buffer
@@ -797,7 +804,6 @@ impl Core {
     /// double the next read, up to [`MAX_READ_SIZE`], so large messages and
     /// pipelined frames take fewer system calls.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.try_write_control(cx)?;
         let Some(io) = self.io.as_mut() else {
             return Poll::Ready(Err(self.finished_error()));
         };
@@ -807,6 +813,7 @@ impl Core {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.abort_with(e.into()))),
                 Poll::Pending => {
                     self.release_read_buffer();
+                    self.try_write_control(cx)?;
                     return Poll::Pending;
                 }
             }
@@ -822,6 +829,8 @@ impl Core {
                 self.read_epoch = self.read_epoch.wrapping_add(1);
                 if n == spare {
                     self.read_size = (self.read_size * 2).min(MAX_READ_SIZE.max(self.rbuf_size));
+                } else if n < self.read_size / 4 {
+                    self.read_size = (self.read_size / 2).max(self.rbuf_size);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -830,17 +839,20 @@ impl Core {
                 if self.rbuf.is_empty() {
                     self.release_read_buffer();
                 }
+                // The input ran dry: now write what was coalesced.
+                self.try_write_control(cx)?;
                 Poll::Pending
             }
         }
     }
 
     /// The socket is idle with nothing buffered: give the read buffer back.
+    /// The read size learned under load is kept (it decays as reads come
+    /// back small), so a busy socket does not relearn it every message.
     fn release_read_buffer(&mut self) {
         if self.rbuf.capacity() > 0 {
             self.rbuf = BytesMut::new();
         }
-        self.read_size = self.rbuf_size;
     }
 
     /// Receives the next piece of data (or the peer's Close) into `target`.
@@ -970,6 +982,7 @@ impl Core {
         if matches!(target, Target::Discard) {
             return Poll::Ready(Ok(None));
         }
+        // Direct reads are large and rare: write coalesced output first.
         self.try_write_control(cx)?;
         let Some(io) = self.io.as_mut() else {
             return Poll::Ready(Err(self.finished_error()));
@@ -977,7 +990,7 @@ impl Core {
         let (filled, count) = match target {
             Target::Slice(buf) => {
                 let want = remaining.min(buf.len());
-                if want < self.read_size {
+                if want < DIRECT_READ_MIN.max(self.read_size) {
                     return Poll::Ready(Ok(None));
                 }
                 let mut read_buf = ReadBuf::new(&mut buf[..want]);
@@ -989,7 +1002,7 @@ impl Core {
                 (&mut buf[..n], n)
             }
             Target::Message(message) => {
-                if remaining < self.read_size {
+                if remaining < DIRECT_READ_MIN.max(self.read_size) {
                     return Poll::Ready(Ok(None));
                 }
                 let start = message.len();

@@ -14,8 +14,8 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::core::{CoreConfig, Liveness, Party, SendProgress, Shared, Target};
-use super::transport::Transport;
 use super::message::{Message, MessageType, ReceiveResult, WebSocketState};
+use super::transport::Transport;
 use crate::error::Error;
 use crate::options::{OptionsError, WebSocketOptions};
 use crate::protocol::{CloseCode, Limits};
