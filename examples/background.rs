@@ -98,6 +98,11 @@ async fn serve() -> Result<(), Box<dyn StdError>> {
                 continue;
             }
         };
+        // WebSocket frames are written whole (and coalesced by the socket):
+        // Nagle's algorithm would only delay them.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
         let ticker = ticker.clone();
         let service = ServiceBuilder::new()
             .layer(layer.clone())

@@ -129,6 +129,11 @@ async fn serve(addr: &str) -> Result<(), Box<dyn StdError>> {
                 }
             },
         };
+        // WebSocket frames are written whole (and coalesced by the socket):
+        // Nagle's algorithm would only delay them.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
         let service = TowerToHyperService::new(app.clone());
         let mut stop = shutdown.watcher();
         tokio::spawn(async move {
@@ -214,11 +219,15 @@ async fn accept_and_echo(upgrade: WebSocketUpgrade, shutdown: ShutdownWatch) {
 /// Ctrl-C.
 async fn echo(mut socket: WebSocket, mut shutdown: ShutdownWatch) -> Result<(), Error> {
     let mut buffer = vec![0; BUFFER_SIZE];
+    // Created once, not per message: registering with the shutdown signal
+    // is not free.
+    let stop = shutdown.requested();
+    tokio::pin!(stop);
     loop {
         // `receive` is cancel-safe: if shutdown wins the race, no data is lost.
         let result = tokio::select! {
             result = socket.receive(&mut buffer) => result?,
-            () = shutdown.requested() => {
+            () = &mut stop => {
                 return socket.close(CloseCode::GOING_AWAY, "server is shutting down").await;
             }
         };

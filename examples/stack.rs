@@ -122,6 +122,11 @@ async fn serve() -> Result<(), Box<dyn StdError>> {
                 continue;
             }
         };
+        // WebSocket frames are written whole (and coalesced by the socket):
+        // Nagle's algorithm would only delay them.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
         let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
             let result = auto::Builder::new(TokioExecutor::new())
