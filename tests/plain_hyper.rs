@@ -22,7 +22,9 @@ async fn echo_under_plain_hyper_http1_with_upgrades() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let service = TowerToHyperService::new(service.clone());
             tokio::spawn(
                 http1::Builder::new()
@@ -41,7 +43,11 @@ async fn echo_under_plain_hyper_http1_with_upgrades() {
     .unwrap();
     assert_eq!(response.status(), 101);
     client.send(Client::text("plain hyper")).await.unwrap();
-    let echoed = tokio::time::timeout(TIMEOUT, client.next()).await.unwrap().unwrap().unwrap();
+    let echoed = tokio::time::timeout(TIMEOUT, client.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(echoed, Client::text("plain hyper"));
     client.close(None).await.unwrap();
 }
@@ -65,15 +71,26 @@ async fn plain_hyper_without_upgrades_fails_accept_cleanly() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        let Ok((tcp, _)) = listener.accept().await else { return };
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
         let service = TowerToHyperService::new(service);
         let _ = http1::Builder::new()
             .serve_connection(TokioIo::new(tcp), service)
             .await;
     });
     let (stream, _head, rest) = raw_request(addr, &handshake_request("/ws", &[]), &[]).await;
-    let accepted = tokio::time::timeout(TIMEOUT, rx.recv()).await.unwrap().unwrap();
-    assert!(matches!(accepted, Err(tower_websockets::Error::Upgrade(_))), "{accepted:?}");
+    let accepted = tokio::time::timeout(TIMEOUT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(accepted, Err(tower_websockets::Error::Upgrade(_))),
+        "{accepted:?}"
+    );
     let mut client = RawClient { stream, buf: rest };
-    assert!(client.read_frame().await.is_none(), "the connection should end");
+    assert!(
+        client.read_frame().await.is_none(),
+        "the connection should end"
+    );
 }

@@ -1,0 +1,211 @@
+//! Interoperability with independent clients in other languages: Python's
+//! `websockets` and Node's `ws`, pinned in `tests/peers/` (requirements.txt,
+//! package-lock.json), each run as a process against in-process echo servers
+//! on 127.0.0.1:0, one process per scenario: text and binary echo up to
+//! 1 MiB, fragmented messages, ping/pong, close with a code and reason,
+//! subprotocol negotiation, and 403 for a disallowed Origin.
+//!
+//! The clients are installed by `.ci/run`. Where one is missing the test is
+//! skipped with a message, unless `TOWER_WEBSOCKETS_REQUIRE_PEERS=1` (as in
+//! CI) makes that a failure.
+
+mod common;
+use common::*;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+use tower_websockets::WebSocketOptions;
+
+/// Scenarios run against the default echo server.
+const SCENARIOS: &[&str] = &[
+    "text",
+    "binary",
+    "fragmented",
+    "ping",
+    "close",
+    "subprotocol",
+];
+
+/// The scenario run against the server that allows only this origin.
+const ORIGIN_SCENARIO: &str = "origin";
+const ALLOWED_ORIGIN: &str = "https://good.example";
+
+/// Bounds each client process (and each availability check).
+const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
+
+const REQUIRE_ENV: &str = "TOWER_WEBSOCKETS_REQUIRE_PEERS";
+
+/// An independent client: how to run its script and how to tell whether it
+/// is installed.
+struct Peer {
+    name: &'static str,
+    program: &'static str,
+    script: &'static str,
+    /// Arguments to `program` that print the client library's version and
+    /// fail if it is missing.
+    version_check: &'static [&'static str],
+    install_hint: &'static str,
+}
+
+const PYTHON: Peer = Peer {
+    name: "Python websockets",
+    program: "python3",
+    script: "tests/peers/python_client.py",
+    version_check: &[
+        "-c",
+        "import websockets; print('websockets', websockets.__version__)",
+    ],
+    install_hint: "python3 -m pip install -r tests/peers/requirements.txt",
+};
+
+const NODE: Peer = Peer {
+    name: "Node ws",
+    program: "node",
+    script: "tests/peers/node_client.mjs",
+    // Resolved from tests/peers/, where package-lock.json pins it.
+    version_check: &[
+        "--input-type=module",
+        "-e",
+        "import { createRequire } from 'node:module'; \
+         const require = createRequire(process.cwd() + '/tests/peers/'); \
+         console.log('ws', require('ws/package.json').version);",
+    ],
+    install_hint: "npm ci --prefix tests/peers",
+};
+
+#[tokio::test]
+async fn python_websockets_client_interoperates() {
+    run_all_scenarios(&PYTHON).await;
+}
+
+#[tokio::test]
+async fn node_ws_client_interoperates() {
+    run_all_scenarios(&NODE).await;
+}
+
+/// Runs every scenario of `peer` (each in its own process), then fails
+/// naming each scenario that failed, with its output.
+async fn run_all_scenarios(peer: &Peer) {
+    let version = match installed_version(peer).await {
+        Ok(version) => version,
+        Err(why) => return skip(&format!("{} is not available: {why}", peer.name)),
+    };
+    note(&format!("{}: using {version}", peer.name));
+
+    let open = echo_server(WebSocketOptions::default()).await;
+    let restricted =
+        echo_server(WebSocketOptions::default().allowed_origins([ALLOWED_ORIGIN])).await;
+
+    let mut failures = Vec::new();
+    let runs = SCENARIOS
+        .iter()
+        .map(|scenario| (open, *scenario))
+        .chain([(restricted, ORIGIN_SCENARIO)]);
+    for (addr, scenario) in runs {
+        if let Err(failure) = run_scenario(peer, addr, scenario).await {
+            failures.push(format!("--- scenario {scenario:?} failed: {failure}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} ({version}): {} of {} scenarios failed\n{}",
+        peer.name,
+        failures.len(),
+        SCENARIOS.len() + 1,
+        failures.join("\n")
+    );
+}
+
+/// Runs one scenario script against `addr`.
+async fn run_scenario(peer: &Peer, addr: SocketAddr, scenario: &str) -> Result<(), String> {
+    let base = format!("ws://{addr}");
+    let mut command = Command::new(peer.program);
+    command.arg(peer.script).arg(&base).arg(scenario);
+    let output = run(command).await?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{} {} {base} {scenario}` exited with {}\nstdout:\n{}\nstderr:\n{}",
+            peer.program,
+            peer.script,
+            output.status,
+            String::from_utf8_lossy(&output.stdout).trim_end(),
+            String::from_utf8_lossy(&output.stderr).trim_end(),
+        ))
+    }
+}
+
+/// The client library's version, or why it cannot be used.
+async fn installed_version(peer: &Peer) -> Result<String, String> {
+    let script = manifest_dir().join(peer.script);
+    if !script.is_file() {
+        return Err(format!("{} is missing", script.display()));
+    }
+    let mut command = Command::new(peer.program);
+    command.args(peer.version_check);
+    let output = run(command).await?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "{} cannot load it ({}); install it with `{}`",
+            peer.program,
+            error_line(&String::from_utf8_lossy(&output.stderr)),
+            peer.install_hint
+        ))
+    }
+}
+
+/// The line of an interpreter's error output that says what went wrong.
+fn error_line(stderr: &str) -> &str {
+    let mut lines = stderr.lines().map(str::trim);
+    lines
+        .clone()
+        .find(|line| line.contains("Error:") || line.contains("Error ["))
+        .or_else(|| lines.rfind(|line| !line.is_empty()))
+        .unwrap_or("no output")
+}
+
+/// Runs `command` in the crate's directory, bounded by [`PROCESS_TIMEOUT`];
+/// the process is killed if it takes longer.
+async fn run(mut command: Command) -> Result<std::process::Output, String> {
+    command
+        .current_dir(manifest_dir())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let description = format!("{:?}", command.as_std());
+    match tokio::time::timeout(PROCESS_TIMEOUT, command.output()).await {
+        Ok(Ok(output)) => Ok(output),
+        Ok(Err(error)) => Err(format!("cannot run {description}: {error}")),
+        Err(_) => Err(format!(
+            "{description} did not finish in {PROCESS_TIMEOUT:?} (killed)"
+        )),
+    }
+}
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Skips the calling test with `reason`, or fails it when the environment
+/// requires the peers.
+fn skip(reason: &str) {
+    if std::env::var(REQUIRE_ENV).is_ok_and(|value| value == "1") {
+        panic!("{reason} ({REQUIRE_ENV}=1 makes this an error)");
+    }
+    note(&format!(
+        "skipped: {reason} (set {REQUIRE_ENV}=1 to make this an error)"
+    ));
+}
+
+/// Prints past the test harness's output capture, so that a skip shows in
+/// a plain `cargo test`.
+fn note(message: &str) {
+    let _ = writeln!(std::io::stderr(), "{message}");
+}

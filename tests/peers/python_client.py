@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""An independent client for tower-websockets: Python's `websockets` (asyncio).
+
+    python3 tests/peers/python_client.py BASE_URL SCENARIO
+
+BASE_URL is the server's WebSocket base, such as ws://127.0.0.1:5000; the
+scenarios talk to BASE_URL/ws, which must echo (tests/common's
+`echo_server`, or examples/echo), and for "subprotocol" must understand
+`/ws?protocol=NAME` (the server chooses NAME). "origin" needs a server that
+allows only https://good.example.
+
+Exits 0 and prints "SCENARIO: ok" on success; on failure prints
+"SCENARIO: FAILED: why" to stderr and exits 1 (2 for bad arguments).
+Every wait is bounded.
+"""
+
+import asyncio
+import os
+import sys
+import traceback
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+# Each wait is bounded by this; a whole scenario by SCENARIO_TIMEOUT.
+TIMEOUT = 10
+SCENARIO_TIMEOUT = 45
+MIB = 1024 * 1024
+
+
+class Failure(Exception):
+    """A scenario's expectation was not met."""
+
+
+def check(condition, message):
+    # Not `assert`: that disappears under `python3 -O`.
+    if not condition:
+        raise Failure(message)
+
+
+def describe(value):
+    """A short description of a message for failure messages."""
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes{': ' + repr(bytes(value[:16])) if value else ''}...>"
+    if isinstance(value, str) and len(value) > 40:
+        return f"<{len(value)} chars: {value[:20]!r}...>"
+    return repr(value)
+
+
+def open_socket(base, path="/ws", **kwargs):
+    # No proxy (the environment's must not apply to loopback), 2 MiB
+    # messages, and no automatic pings to keep the traffic ours alone.
+    return connect(
+        base + path,
+        proxy=None,
+        max_size=2 * MIB,
+        ping_interval=None,
+        open_timeout=TIMEOUT,
+        close_timeout=TIMEOUT,
+        **kwargs,
+    )
+
+
+async def recv(ws):
+    return await asyncio.wait_for(ws.recv(), TIMEOUT)
+
+
+async def echo(ws, message, what):
+    await ws.send(message)
+    got = await recv(ws)
+    check(
+        type(got) is type(message),
+        f"{what}: sent {type(message).__name__}, got {type(got).__name__} back",
+    )
+    check(got == message, f"{what}: sent {describe(message)}, got {describe(got)} back")
+
+
+async def close_normally(ws):
+    await asyncio.wait_for(ws.close(), TIMEOUT)
+    check(ws.close_code == 1000, f"close: expected the server to answer 1000, got {ws.close_code}")
+
+
+async def text(base):
+    async with open_socket(base) as ws:
+        await echo(ws, "hello", "short text")
+        await echo(ws, "", "empty text")
+        await echo(ws, "héllo wörld, 你好, 🦀", "non-ASCII text")
+        # Bigger than the server's 4 KiB echo buffer, so it comes back in
+        # fragments split inside multi-byte characters.
+        await echo(ws, "ü€🦀" * 3000, "27 KiB of multi-byte text")
+        await echo(ws, "x" * MIB, "1 MiB text")
+        await close_normally(ws)
+
+
+async def binary(base):
+    async with open_socket(base) as ws:
+        for size in [0, 1, 125, 126, 127, 4096, 65535, 65536, 65537, MIB]:
+            payload = bytes((i * 31 + size) % 256 for i in range(size))
+            await echo(ws, payload, f"{size}-byte binary")
+        await close_normally(ws)
+
+
+async def fragmented(base):
+    async with open_socket(base) as ws:
+        # A list of fragments is sent as one message in that many frames.
+        await ws.send(["frag", "ment", "ed ", "tëxt"])
+        got = await recv(ws)
+        check(got == "fragmented tëxt", f"fragmented text: got {describe(got)}")
+
+        # An async iterator too, with an empty fragment.
+        async def pieces():
+            yield b"\x00\x01"
+            yield bytes(range(256)) * 64
+            yield b""
+            yield b"\xff"
+
+        await ws.send(pieces())
+        got = await recv(ws)
+        want = b"\x00\x01" + bytes(range(256)) * 64 + b"\xff"
+        check(got == want, f"fragmented binary: got {describe(got)}, want {describe(want)}")
+
+        # A ping between two fragments of a message: the server must answer
+        # it, and the message still echoes whole.
+        pongs = []
+
+        async def with_ping():
+            yield "before ping, "
+            pongs.append(await ws.ping(b"between fragments"))
+            yield "after ping"
+
+        await ws.send(with_ping())
+        got = await recv(ws)
+        check(got == "before ping, after ping", f"text around a ping: got {describe(got)}")
+        try:
+            await asyncio.wait_for(pongs[0], TIMEOUT)
+        except asyncio.TimeoutError:
+            raise Failure(f"no pong for the ping sent between fragments in {TIMEOUT} s")
+
+        # Fragments come back as fragments (the echo loop keeps
+        # end-of-message), and reassemble to the message. (websockets sends
+        # a list as non-final frames plus an empty final one.)
+        await ws.send(["one,", "two,", "three"])
+        fragments = []
+
+        async def stream():
+            async for fragment in ws.recv_streaming():
+                fragments.append(fragment)
+
+        await asyncio.wait_for(stream(), TIMEOUT)
+        check(
+            "".join(fragments) == "one,two,three",
+            f"streamed fragments: got {fragments!r}",
+        )
+        print(f"fragmented: the echo came back as {fragments!r}")
+        await close_normally(ws)
+
+
+async def ping(base):
+    async with open_socket(base) as ws:
+        for payload in [b"ping-payload", b"", bytes(range(125))]:
+            # `ping` resolves its waiter only on a pong with the same payload.
+            waiter = await ws.ping(payload)
+            try:
+                await asyncio.wait_for(waiter, TIMEOUT)
+            except asyncio.TimeoutError:
+                raise Failure(f"ping: no pong with payload {describe(payload)} in {TIMEOUT} s")
+        # The connection still echoes after the pings.
+        await echo(ws, "after pings", "text after pings")
+        await close_normally(ws)
+
+
+async def close(base):
+    async with open_socket(base) as ws:
+        await echo(ws, "before close", "text before close")
+        await asyncio.wait_for(ws.close(4001, "bye"), TIMEOUT)
+        # close_code / close_reason are what the server's Close frame said.
+        check(
+            ws.close_code == 4001,
+            f"close: expected the server to echo code 4001, the library reports {ws.close_code}",
+        )
+        check(
+            ws.close_reason == "bye",
+            f"close: expected the server to echo reason 'bye', the library reports {ws.close_reason!r}",
+        )
+        sent = ws.protocol.close_sent
+        check(
+            sent is not None and sent.code == 4001 and sent.reason == "bye",
+            f"close: the client sent {sent}",
+        )
+
+
+async def subprotocol(base):
+    async with open_socket(
+        base, "/ws?protocol=superchat", subprotocols=["chat", "superchat"]
+    ) as ws:
+        check(
+            ws.subprotocol == "superchat",
+            f"subprotocol: expected 'superchat', the library reports {ws.subprotocol!r}",
+        )
+        await echo(ws, "with a subprotocol", "text with a subprotocol")
+        await close_normally(ws)
+    async with open_socket(base, "/ws", subprotocols=["chat", "superchat"]) as ws:
+        check(
+            ws.subprotocol is None,
+            f"subprotocol: the server chose none, the library reports {ws.subprotocol!r}",
+        )
+        await close_normally(ws)
+    # Choosing one the client did not offer fails the server's accept; the
+    # test server answers that with 400.
+    try:
+        async with open_socket(base, "/ws?protocol=superchat", subprotocols=["chat"]):
+            raise Failure("subprotocol: the handshake succeeded with a protocol not offered")
+    except InvalidStatus as error:
+        check(
+            error.response.status_code == 400,
+            f"subprotocol not offered: expected HTTP 400, got {error.response.status_code}",
+        )
+
+
+async def origin(base):
+    try:
+        async with open_socket(base, origin="https://evil.example"):
+            raise Failure("origin: the handshake with Origin https://evil.example succeeded")
+    except InvalidStatus as error:
+        status = error.response.status_code
+        check(status == 403, f"origin: expected HTTP 403, the library reports HTTP {status}")
+    # The allowed origin, in any case, still gets in.
+    for allowed in ["https://good.example", "HTTPS://Good.Example"]:
+        async with open_socket(base, origin=allowed) as ws:
+            await echo(ws, "from " + allowed, f"text with Origin {allowed}")
+            await close_normally(ws)
+
+
+SCENARIOS = {
+    "text": text,
+    "binary": binary,
+    "fragmented": fragmented,
+    "ping": ping,
+    "close": close,
+    "subprotocol": subprotocol,
+    "origin": origin,
+}
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[2] not in SCENARIOS:
+        print(
+            f"usage: {os.path.basename(sys.argv[0])} BASE_URL ({'|'.join(SCENARIOS)})",
+            file=sys.stderr,
+        )
+        return 2
+    base, name = sys.argv[1].rstrip("/"), sys.argv[2]
+    try:
+        asyncio.run(asyncio.wait_for(SCENARIOS[name](base), SCENARIO_TIMEOUT))
+    except Failure as failure:
+        print(f"{name}: FAILED: {failure}", file=sys.stderr)
+        return 1
+    except BaseException as error:  # noqa: BLE001 - report anything, with its trace
+        traceback.print_exc()
+        print(f"{name}: FAILED: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(f"{name}: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
