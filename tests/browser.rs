@@ -10,11 +10,13 @@
 //! missing the test is skipped with a message, unless
 //! `TOWER_WEBSOCKETS_REQUIRE_BROWSER=1` (as in CI) makes that a failure.
 
-use std::io::Write as _;
+mod common;
+
+use common::process::{PROCESS_TIMEOUT, manifest_dir, note, run, skip};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
@@ -28,13 +30,12 @@ const PAGE_SCRIPT: &str = "tests/peers/browser_echo_page.mjs";
 
 /// Bounds every process this test waits for: the browser run, building
 /// the example, the example's start, the availability checks.
-const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn echo_page_works_in_headless_chromium() {
     let versions = match browser_versions().await {
         Ok(versions) => versions,
-        Err(why) => return skip(&why),
+        Err(why) => return skip(REQUIRE_ENV, &format!("browser test: {why}")),
     };
     note(&format!("browser test: using {versions}"));
 
@@ -288,42 +289,4 @@ async fn browser_versions() -> Result<String, String> {
     }
     let playwright_version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     Ok(format!("{chromium_version}, {playwright_version}"))
-}
-
-/// Runs `command` in the crate's directory, bounded by [`PROCESS_TIMEOUT`];
-/// the process is killed if it takes longer.
-async fn run(mut command: Command) -> Result<std::process::Output, String> {
-    command
-        .current_dir(manifest_dir())
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let description = format!("{:?}", command.as_std());
-    match tokio::time::timeout(PROCESS_TIMEOUT, command.output()).await {
-        Ok(Ok(output)) => Ok(output),
-        Ok(Err(error)) => Err(format!("cannot run {description}: {error}")),
-        Err(_) => Err(format!(
-            "{description} did not finish in {PROCESS_TIMEOUT:?} (killed)"
-        )),
-    }
-}
-
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Skips the calling test with `reason`, or fails it when the environment
-/// requires the browser.
-fn skip(reason: &str) {
-    if std::env::var(REQUIRE_ENV).is_ok_and(|value| value == "1") {
-        panic!("browser test: {reason} ({REQUIRE_ENV}=1 makes this an error)");
-    }
-    note(&format!(
-        "skipped: browser test: {reason} (set {REQUIRE_ENV}=1 to make this an error)"
-    ));
-}
-
-/// Prints past the test harness's output capture, so that a skip shows in
-/// a plain `cargo test`.
-fn note(message: &str) {
-    let _ = writeln!(std::io::stderr(), "{message}");
 }

@@ -10,13 +10,10 @@
 //! CI) makes that a failure.
 
 mod common;
+use common::process::{manifest_dir, note, run, skip};
 use common::*;
 
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
 use tokio::process::Command;
 use tower_websockets::WebSocketOptions;
@@ -34,9 +31,6 @@ const SCENARIOS: &[&str] = &[
 /// The scenario run against the server that allows only this origin.
 const ORIGIN_SCENARIO: &str = "origin";
 const ALLOWED_ORIGIN: &str = "https://good.example";
-
-/// Bounds each client process (and each availability check).
-const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
 
 const REQUIRE_ENV: &str = "TOWER_WEBSOCKETS_REQUIRE_PEERS";
 
@@ -93,7 +87,12 @@ async fn node_ws_client_interoperates() {
 async fn run_all_scenarios(peer: &Peer) {
     let version = match installed_version(peer).await {
         Ok(version) => version,
-        Err(why) => return skip(&format!("{} is not available: {why}", peer.name)),
+        Err(why) => {
+            return skip(
+                REQUIRE_ENV,
+                &format!("{} is not available: {why}", peer.name),
+            );
+        }
     };
     note(&format!("{}: using {version}", peer.name));
 
@@ -170,42 +169,4 @@ fn error_line(stderr: &str) -> &str {
         .find(|line| line.contains("Error:") || line.contains("Error ["))
         .or_else(|| lines.rfind(|line| !line.is_empty()))
         .unwrap_or("no output")
-}
-
-/// Runs `command` in the crate's directory, bounded by [`PROCESS_TIMEOUT`];
-/// the process is killed if it takes longer.
-async fn run(mut command: Command) -> Result<std::process::Output, String> {
-    command
-        .current_dir(manifest_dir())
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let description = format!("{:?}", command.as_std());
-    match tokio::time::timeout(PROCESS_TIMEOUT, command.output()).await {
-        Ok(Ok(output)) => Ok(output),
-        Ok(Err(error)) => Err(format!("cannot run {description}: {error}")),
-        Err(_) => Err(format!(
-            "{description} did not finish in {PROCESS_TIMEOUT:?} (killed)"
-        )),
-    }
-}
-
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Skips the calling test with `reason`, or fails it when the environment
-/// requires the peers.
-fn skip(reason: &str) {
-    if std::env::var(REQUIRE_ENV).is_ok_and(|value| value == "1") {
-        panic!("{reason} ({REQUIRE_ENV}=1 makes this an error)");
-    }
-    note(&format!(
-        "skipped: {reason} (set {REQUIRE_ENV}=1 to make this an error)"
-    ));
-}
-
-/// Prints past the test harness's output capture, so that a skip shows in
-/// a plain `cargo test`.
-fn note(message: &str) {
-    let _ = writeln!(std::io::stderr(), "{message}");
 }

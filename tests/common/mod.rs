@@ -2,6 +2,8 @@
 //! WebSocket client whose every byte is chosen by the test.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod process;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
