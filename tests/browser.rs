@@ -28,9 +28,6 @@ const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
 
 const PAGE_SCRIPT: &str = "tests/peers/browser_echo_page.mjs";
 
-/// Bounds every process this test waits for: the browser run, building
-/// the example, the example's start, the availability checks.
-
 #[tokio::test]
 async fn echo_page_works_in_headless_chromium() {
     let versions = match browser_versions().await {
