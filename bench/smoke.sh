@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# bench/smoke.sh — the benchmark suite's CI smoke pass: correctness, no timings.
+#
+# Builds the suite (loadgen, the floor, the four peer servers) and the
+# crate's examples/echo in release, then for every server: start it on a
+# free 127.0.0.1 port, run loadgen for about a second in echo mode with a
+# couple of connections — binary, --text (multi-byte UTF-8), pipeline 4,
+# and 1 MiB messages — plus a few idle sockets, and fail if any echo
+# mismatches or any connection errors. No figure is asserted.
+#
+#   bash bench/smoke.sh            # from the repository root or anywhere
+#   SMOKE_SECS=0.5 bash bench/smoke.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+BIN="$CARGO_TARGET_DIR/release"
+SECS="${SMOKE_SECS:-1}"
+LOG_DIR="$CARGO_TARGET_DIR/bench-smoke"
+mkdir -p "$LOG_DIR"
+
+echo "==> building the suite and examples/echo (release)"
+cargo build --release -p tower-websockets-bench --bins
+cargo build --release --example echo
+
+echo "==> loadgen self-tests (frame parsing, mismatch detection)"
+cargo test --release -p tower-websockets-bench --bin loadgen --quiet
+
+# name → binary
+declare -A SERVER_BIN=(
+    [floor]="$BIN/floor"
+    [tower-websockets]="$BIN/examples/echo"
+    [peer-fastwebsockets]="$BIN/peer-fastwebsockets"
+    [peer-tokio-websockets]="$BIN/peer-tokio-websockets"
+    [peer-tungstenite]="$BIN/peer-tungstenite"
+    [peer-axum]="$BIN/peer-axum"
+)
+SERVERS=(floor tower-websockets peer-fastwebsockets peer-tokio-websockets peer-tungstenite peer-axum)
+
+# loadgen runs: each a line of arguments.
+RUNS=(
+    "--connections 2 --size 16"
+    "--connections 2 --size 1000 --text"
+    "--connections 2 --size 16 --pipeline 4"
+    "--connections 2 --size 20000 --text --pipeline 2"
+    "--connections 1 --size 1048576"
+    "--mode idle --idle-count 50 --idle-hold 0.2"
+)
+
+server_pid=""
+stop_server() {
+    if [[ -n "$server_pid" ]]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+        server_pid=""
+    fi
+}
+trap stop_server EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Waits (at most 10 s) until something accepts on the port.
+wait_for_port() {
+    local port=$1
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$server_pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+failures=0
+passed=0
+for name in "${SERVERS[@]}"; do
+    port=$(free_port)
+    log="$LOG_DIR/$name.log"
+    "${SERVER_BIN[$name]}" --addr "127.0.0.1:$port" --threads 2 >"$log" 2>&1 &
+    server_pid=$!
+    if ! wait_for_port "$port"; then
+        echo "FAIL $name: server did not start; its log:" >&2
+        cat "$log" >&2
+        stop_server
+        failures=$((failures + 1))
+        continue
+    fi
+    for run in "${RUNS[@]}"; do
+        # shellcheck disable=SC2086 # the run's arguments are meant to split
+        if timeout 60 "$BIN/loadgen" --addr "127.0.0.1:$port" --label "$name" \
+            $run --duration "$SECS" --warmup 0.1 >/dev/null 2>"$LOG_DIR/loadgen.err"; then
+            echo "ok   $name: $run"
+            passed=$((passed + 1))
+        else
+            echo "FAIL $name: $run" >&2
+            cat "$LOG_DIR/loadgen.err" >&2
+            failures=$((failures + 1))
+        fi
+    done
+    stop_server
+done
+
+echo "$passed passed, $failures failed"
+[[ $failures -eq 0 ]]

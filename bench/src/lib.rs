@@ -1,0 +1,91 @@
+//! Shared plumbing for the benchmark's echo servers: the command line every
+//! server takes (`--addr HOST:PORT --threads N`) and the hand-built tokio
+//! runtime it runs on, so that all servers are started and sized the same
+//! way and differ only in their WebSocket code.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+/// What every bench server takes on its command line.
+#[derive(Debug, Clone)]
+pub struct ServerArgs {
+    /// `--addr HOST:PORT`, default `127.0.0.1:9001`.
+    pub addr: String,
+    /// `--threads N`, tokio worker threads, default 1.
+    pub threads: usize,
+}
+
+impl ServerArgs {
+    /// Parses `std::env::args()`; `Err` holds the message to print.
+    ///
+    /// # Errors
+    ///
+    /// An unknown flag, a missing value or a thread count that is not a
+    /// positive number.
+    pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
+        let mut parsed = ServerArgs {
+            addr: "127.0.0.1:9001".to_owned(),
+            threads: 1,
+        };
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--addr" => parsed.addr = args.next().ok_or("--addr needs HOST:PORT")?,
+                "--threads" => {
+                    let value = args.next().ok_or("--threads needs a number")?;
+                    parsed.threads = match value.parse() {
+                        Ok(n) if n > 0 => n,
+                        _ => return Err(format!("--threads must be positive, not {value:?}")),
+                    };
+                }
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// Parses the command line, raises the fd limit, builds a multi-thread
+/// runtime with `--threads` workers and runs `serve(addr)` on it.
+///
+/// `name` is the server's name for messages.
+pub fn run_server<F, Fut>(name: &str, serve: F) -> ExitCode
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = std::io::Result<()>>,
+{
+    let args = match ServerArgs::parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{name}: {message}\nusage: {name} [--addr HOST:PORT] [--threads N]");
+            return ExitCode::from(2);
+        }
+    };
+    // 10,000 idle sockets need more than the usual 1,024 descriptors.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(serve(args.addr)),
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Binds `addr` and says so on stdout.
+///
+/// # Errors
+///
+/// The address cannot be bound.
+pub async fn bind(name: &str, addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("{name} listening on {}", listener.local_addr()?);
+    Ok(listener)
+}
