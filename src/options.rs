@@ -109,13 +109,16 @@ impl WebSocketOptions {
         self
     }
 
-    /// The size of the buffer each socket reads from the network into, and
-    /// so the most one read system call returns (ASP.NET
+    /// How much a socket reads from the network at a time (ASP.NET
     /// `ReceiveBufferSize`).
     ///
-    /// Default: 4 KiB. Larger values help large messages; payload reads
-    /// straight into the caller's buffer when it can, so this mostly
-    /// bounds headers and small frames. Must be at least 256 bytes.
+    /// Default: 4 KiB. It is the starting size: while reads keep filling
+    /// the buffer the read size doubles, up to 64 KiB (or this value, if
+    /// larger), so large messages and pipelined frames take fewer system
+    /// calls, and it halves again as reads come back small. An idle socket
+    /// holds no read buffer at all. Payload is read straight into the
+    /// caller's buffer when that read can be at least 32 KiB. Must be at
+    /// least 256 bytes.
     #[must_use]
     pub fn receive_buffer_size(mut self, bytes: usize) -> Self {
         self.receive_buffer_size = bytes;
