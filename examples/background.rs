@@ -135,6 +135,9 @@ async fn handler(
             "expected a WebSocket request\n",
         ));
     };
+    // The request's headers share hyper's read buffer (8 KiB or more): drop
+    // the request before the socket's long life.
+    drop(req);
     let socket = match upgrade.accept().await {
         Ok(socket) => socket,
         Err(error) => {

@@ -178,6 +178,21 @@ async fn route(
     mut req: Request<Incoming>,
     shutdown: ShutdownWatch,
 ) -> Result<Response<Body>, Infallible> {
+    // `if (context.WebSockets.IsWebSocketRequest)`
+    if req.uri().path() == "/ws" {
+        let Some(upgrade) = WebSocketUpgrade::from_request(&mut req) else {
+            return Ok(text(
+                StatusCode::BAD_REQUEST,
+                "expected a WebSocket request\n",
+            ));
+        };
+        // The request's headers share hyper's read buffer (8 KiB or more):
+        // drop the request before the socket's long life.
+        drop(req);
+        accept_and_echo(upgrade, shutdown).await;
+        // Discarded: the 101 was sent when the socket was accepted.
+        return Ok(Response::default());
+    }
     let response = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/") => {
             let mut page = Response::new(Body::from(INDEX_HTML));
@@ -188,15 +203,6 @@ async fn route(
             page
         }
         (_, "/") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
-        // `if (context.WebSockets.IsWebSocketRequest)`
-        (_, "/ws") => match WebSocketUpgrade::from_request(&mut req) {
-            Some(upgrade) => {
-                accept_and_echo(upgrade, shutdown).await;
-                // Discarded: the 101 was sent when the socket was accepted.
-                Response::default()
-            }
-            None => text(StatusCode::BAD_REQUEST, "expected a WebSocket request\n"),
-        },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(response)

@@ -143,6 +143,9 @@ async fn handler(mut req: Request<Incoming>) -> Result<Response<Body>, Infallibl
     let upgrade = WebSocketUpgrade::from_request(&mut req);
     let response = match (req.uri().path(), upgrade) {
         ("/ws", Some(upgrade)) => {
+            // The request's headers share hyper's read buffer (8 KiB or
+            // more): drop the request before the socket's long life.
+            drop(req);
             match upgrade.accept().await {
                 Ok(socket) => {
                     let live = LiveSocket::open();

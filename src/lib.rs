@@ -25,6 +25,7 @@
 //!         *response.status_mut() = StatusCode::BAD_REQUEST;
 //!         return Ok(response);
 //!     };
+//!     drop(req); // its headers share hyper's read buffer: free it for the socket's life
 //!     let Ok(mut socket) = upgrade.accept().await else {
 //!         return Ok(Response::default());
 //!     };

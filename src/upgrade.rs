@@ -119,6 +119,12 @@ impl WebSocketUpgrade {
     /// Takes the handle out of a request's extensions: `Some` exactly when
     /// [`WebSocketLayer`](crate::WebSocketLayer) found a valid WebSocket
     /// request (ASP.NET `IsWebSocketRequest`).
+    ///
+    /// The handle keeps nothing of the request. The request itself does:
+    /// hyper parses headers in place, so its header values share the
+    /// connection's read buffer (8 KiB or more). Drop the request once you
+    /// have what you need from it, before the socket's long life, or every
+    /// idle socket keeps that buffer alive.
     pub fn from_request<B>(req: &mut Request<B>) -> Option<WebSocketUpgrade> {
         req.extensions_mut().remove::<WebSocketUpgrade>()
     }
