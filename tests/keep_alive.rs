@@ -19,19 +19,7 @@ async fn idle_server(
     accept: AcceptOptions,
     idle: Duration,
 ) -> std::net::SocketAddr {
-    let service = ServiceBuilder::new()
-        .layer(WebSocketLayer::new(options).unwrap())
-        .service_fn(move |mut req: Request<Incoming>| {
-            let accept = accept.clone();
-            async move {
-                let upgrade = WebSocketUpgrade::from_request(&mut req).expect("websocket request");
-                let mut socket = upgrade.accept_with(accept).await.expect("accept");
-                tokio::time::sleep(idle).await;
-                let _ = echo_loop(&mut socket, 4096).await;
-                Ok::<_, Infallible>(Response::<Body>::default())
-            }
-        });
-    serve(service).await
+    reporting_server(options, accept, idle).await.0
 }
 
 #[tokio::test]
@@ -90,7 +78,8 @@ async fn disabled_keep_alive_sends_no_pings() {
     assert_eq!((frame.opcode, frame.payload.as_slice()), (1, &b"x"[..]));
 }
 
-/// Like `idle_server`, but reports how the echo loop ended.
+/// A server whose handler accepts (with `accept`), idles for `idle`, runs
+/// the echo loop and reports how it ended.
 async fn reporting_server(
     options: WebSocketOptions,
     accept: AcceptOptions,
