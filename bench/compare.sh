@@ -47,7 +47,7 @@ WARMUP="${WARMUP:-1}"
 IDLE_COUNT="${IDLE_COUNT:-10000}"
 IDLE_HOLD="${IDLE_HOLD:-3}"
 RESULTS="${RESULTS:-bench/results}"
-SERVERS=(${SERVERS:-floor tower-websockets peer-fastwebsockets peer-tokio-websockets peer-tungstenite peer-axum})
+SERVERS=(${SERVERS:-floor tower-websockets tower-websockets-aspnet peer-fastwebsockets peer-tokio-websockets peer-tungstenite peer-axum})
 SCENARIOS=(${SCENARIOS:-a b c d e f g})
 NOISE_LIMIT="${NOISE_LIMIT:-10}"
 TRIES="${TRIES:-3}"
@@ -58,10 +58,17 @@ CLIENT_CPU=1
 declare -A SERVER_BIN=(
     [floor]="$BIN/floor"
     [tower-websockets]="$BIN/examples/echo"
+    [tower-websockets-aspnet]="$BIN/examples/echo"
     [peer-fastwebsockets]="$BIN/peer-fastwebsockets"
     [peer-tokio-websockets]="$BIN/peer-tokio-websockets"
     [peer-tungstenite]="$BIN/peer-tungstenite"
     [peer-axum]="$BIN/peer-axum"
+)
+# Every server echoes whole messages, as the peers do; the -aspnet row is
+# examples/echo's default ASP.NET loop (4 KiB receives), for reference.
+declare -A SERVER_ARGS=(
+    [tower-websockets]="--mode message"
+    [tower-websockets-aspnet]="--mode aspnet"
 )
 declare -A SCENARIO_ARGS=(
     [a]="--connections 1 --size 16"
@@ -148,8 +155,9 @@ wait_for_port() {
 # start_server NAME PORT: a fresh server pinned to the server CPU.
 start_server() {
     local name=$1 port=$2
+    # shellcheck disable=SC2086 # server arguments are meant to split
     taskset -c "$SERVER_CPU" "${SERVER_BIN[$name]}" --addr "127.0.0.1:$port" --threads 1 \
-        >"$LOG_DIR/$name.log" 2>&1 &
+        ${SERVER_ARGS[$name]:-} >"$LOG_DIR/$name.log" 2>&1 &
     server_pid=$!
     wait_for_port "$port"
 }

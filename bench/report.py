@@ -23,6 +23,7 @@ import subprocess
 ORDER = [
     "floor",
     "tower-websockets",
+    "tower-websockets-aspnet",
     "peer-fastwebsockets",
     "peer-tokio-websockets",
     "peer-tungstenite",
@@ -31,6 +32,7 @@ ORDER = [
 COLORS = {
     "floor": "#9e9e9e",
     "tower-websockets": "#d84315",
+    "tower-websockets-aspnet": "#ffab91",
     "peer-fastwebsockets": "#1565c0",
     "peer-tokio-websockets": "#2e7d32",
     "peer-tungstenite": "#6a1b9a",
@@ -280,7 +282,10 @@ def write_markdown(out, meta, runs):
         "the run's figures are suspect. compare.sh runs a scenario again (up to 3 tries) when "
         "that happens and the table keeps the least disturbed try; `tries` in results.json "
         "says how many there were. "
-        "Lower is better for every figure but msgs/s and MB/s.\n"
+        "Lower is better for every figure but msgs/s and MB/s. "
+        "Every server echoes whole messages: tower-websockets is `examples/echo --mode message` "
+        "(`receive_message` / `send_message`); tower-websockets-aspnet is the same binary's "
+        "default ASP.NET loop (4 KiB receives, each sent back as it came), shown for reference.\n"
     )
     md.append("## tower-websockets against the targets of issue 4\n")
     md.append(

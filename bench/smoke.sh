@@ -30,12 +30,18 @@ cargo test --release -p tower-websockets-bench --bin loadgen --quiet
 declare -A SERVER_BIN=(
     [floor]="$BIN/floor"
     [tower-websockets]="$BIN/examples/echo"
+    [tower-websockets-aspnet]="$BIN/examples/echo"
     [peer-fastwebsockets]="$BIN/peer-fastwebsockets"
     [peer-tokio-websockets]="$BIN/peer-tokio-websockets"
     [peer-tungstenite]="$BIN/peer-tungstenite"
     [peer-axum]="$BIN/peer-axum"
 )
-SERVERS=(floor tower-websockets peer-fastwebsockets peer-tokio-websockets peer-tungstenite peer-axum)
+SERVERS=(floor tower-websockets tower-websockets-aspnet peer-fastwebsockets peer-tokio-websockets peer-tungstenite peer-axum)
+# As in compare.sh: whole messages, and the ASP.NET loop for reference.
+declare -A SERVER_ARGS=(
+    [tower-websockets]="--mode message"
+    [tower-websockets-aspnet]="--mode aspnet"
+)
 
 # loadgen runs: each a line of arguments.
 RUNS=(
@@ -79,7 +85,8 @@ passed=0
 for name in "${SERVERS[@]}"; do
     port=$(free_port)
     log="$LOG_DIR/$name.log"
-    "${SERVER_BIN[$name]}" --addr "127.0.0.1:$port" --threads 2 >"$log" 2>&1 &
+    # shellcheck disable=SC2086 # server arguments are meant to split
+    "${SERVER_BIN[$name]}" --addr "127.0.0.1:$port" --threads 2 ${SERVER_ARGS[$name]:-} >"$log" 2>&1 &
     server_pid=$!
     if ! wait_for_port "$port"; then
         echo "FAIL $name: server did not start; its log:" >&2

@@ -7,11 +7,17 @@
 //! same way), until the client's Close arrives, then close with the
 //! client's status.
 //!
-//! Run it (defaults: `--addr 127.0.0.1:5000`, one worker thread per core):
+//! With `--mode message` it echoes whole messages instead
+//! (`receive_message` / `send_message`), the way the benchmark suite's
+//! peer servers do; fragmented messages then come back as one frame.
+//!
+//! Run it (defaults: `--addr 127.0.0.1:5000`, one worker thread per core,
+//! `--mode aspnet`):
 //!
 //! ```text
 //! cargo run --example echo
 //! cargo run --example echo -- --addr 127.0.0.1:8080 --threads 2
+//! cargo run --release --example echo -- --mode message
 //! RUST_LOG=debug cargo run --example echo
 //! ```
 //!
@@ -21,7 +27,10 @@
 //!
 //! The same port speaks HTTP/1.1 and HTTP/2 over cleartext (h2c with
 //! prior knowledge); HTTP/2 clients open WebSockets with extended CONNECT
-//! (RFC 8441), which the server advertises.
+//! (RFC 8441), which the server advertises. A peek at the first bytes picks
+//! the protocol, so HTTP/1.1 connections are served by hyper's `http1`
+//! directly: hyper-util's `auto` builder would wrap every connection in a
+//! private type that `accept` cannot see through to the `TcpStream`.
 //!
 //! Ctrl-C stops the server: it stops accepting, lets HTTP requests in
 //! flight finish, closes open sockets with 1001 (going away), waits at most
@@ -35,15 +44,17 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower_websockets::{
-    CloseCode, Error, MessageType, WebSocket, WebSocketLayer, WebSocketOptions, WebSocketUpgrade,
+    CloseCode, Error, Message, MessageType, WebSocket, WebSocketLayer, WebSocketOptions,
+    WebSocketUpgrade,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -56,10 +67,13 @@ const BUFFER_SIZE: usize = 4 * 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 const USAGE: &str = "\
-usage: echo [--addr HOST:PORT] [--threads N]
+usage: echo [--addr HOST:PORT] [--threads N] [--mode aspnet|message]
 
   --addr HOST:PORT  address to listen on (default 127.0.0.1:5000)
-  --threads N       tokio worker threads (default: one per CPU core)";
+  --threads N       tokio worker threads (default: one per CPU core)
+  --mode aspnet     echo with the ASP.NET loop: 4 KiB receives, each sent
+                    back as it came (default)
+  --mode message    echo whole messages (receive_message / send_message)";
 
 type Body = Full<Bytes>;
 
@@ -90,7 +104,7 @@ fn main() -> ExitCode {
     let result = runtime
         .build()
         .map_err(Into::into)
-        .and_then(|runtime| runtime.block_on(serve(&args.addr)));
+        .and_then(|runtime| runtime.block_on(serve(&args.addr, args.mode)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -101,7 +115,7 @@ fn main() -> ExitCode {
 }
 
 /// Accepts connections until Ctrl-C, then shuts down gracefully.
-async fn serve(addr: &str) -> Result<(), Box<dyn StdError>> {
+async fn serve(addr: &str, mode: Mode) -> Result<(), Box<dyn StdError>> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -112,7 +126,7 @@ async fn serve(addr: &str) -> Result<(), Box<dyn StdError>> {
     // `app.UseWebSockets()` followed by the sample's request handling.
     let app = ServiceBuilder::new()
         .layer(WebSocketLayer::new(WebSocketOptions::default())?)
-        .service_fn(move |req| route(req, watcher.clone()));
+        .service_fn(move |req| route(req, mode, watcher.clone()));
 
     let ctrl_c = ctrl_c();
     tokio::pin!(ctrl_c);
@@ -135,25 +149,9 @@ async fn serve(addr: &str) -> Result<(), Box<dyn StdError>> {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(app.clone());
-        let mut stop = shutdown.watcher();
+        let stop = shutdown.watcher();
         tokio::spawn(async move {
-            // HTTP/1.1 and h2c (prior knowledge) on the same port.
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            // RFC 8441: advertise extended CONNECT so HTTP/2 clients can
-            // open WebSockets on their streams.
-            builder.http2().enable_connect_protocol();
-            // Upgrades must be enabled for WebSockets over HTTP/1.1.
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                () = stop.requested() => {
-                    // Finish the request in flight, then close.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(error) = result {
+            if let Err(error) = serve_connection(tcp, service, stop).await {
                 tracing::debug!(%peer, error, "connection error");
             }
         });
@@ -173,9 +171,73 @@ async fn serve(addr: &str) -> Result<(), Box<dyn StdError>> {
     Ok(())
 }
 
+/// Serves one connection: HTTP/1.1 with upgrades, or h2c with extended
+/// CONNECT, until it ends or shutdown is requested (then the request in
+/// flight finishes first).
+async fn serve_connection<S>(
+    tcp: TcpStream,
+    service: S,
+    mut stop: ShutdownWatch,
+) -> Result<(), Box<dyn StdError + Send + Sync>>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let http1 = tokio::select! {
+        http1 = starts_http1(&tcp) => http1?,
+        // A client that never sent its first bytes.
+        () = stop.requested() => return Ok(()),
+    };
+    if http1 {
+        // Upgrades must be enabled for WebSockets over HTTP/1.1.
+        let conn = http1::Builder::new()
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => result?,
+            () = stop.requested() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await?;
+            }
+        }
+    } else {
+        // h2c with prior knowledge (or a first read too short to tell):
+        // let the auto builder decide.
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // RFC 8441: advertise extended CONNECT so HTTP/2 clients can open
+        // WebSockets on their streams.
+        builder.http2().enable_connect_protocol();
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => result?,
+            () = stop.requested() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the connection's first bytes rule out HTTP/2's connection
+/// preface (`PRI * HTTP/2.0...`), looked at without consuming them.
+async fn starts_http1(tcp: &TcpStream) -> std::io::Result<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut first = [0u8; PREFACE.len()];
+    let n = tcp.peek(&mut first).await?;
+    Ok(n > 0 && !PREFACE.starts_with(&first[..n]))
+}
+
 /// The sample's routes.
 async fn route(
     mut req: Request<Incoming>,
+    mode: Mode,
     shutdown: ShutdownWatch,
 ) -> Result<Response<Body>, Infallible> {
     // `if (context.WebSockets.IsWebSocketRequest)`
@@ -189,7 +251,7 @@ async fn route(
         // The request's headers share hyper's read buffer (8 KiB or more):
         // drop the request before the socket's long life.
         drop(req);
-        accept_and_echo(upgrade, shutdown).await;
+        accept_and_echo(upgrade, mode, shutdown).await;
         // Discarded: the 101 was sent when the socket was accepted.
         return Ok(Response::default());
     }
@@ -210,9 +272,12 @@ async fn route(
 
 /// `AcceptWebSocketAsync`, then the echo loop. Errors are only logged: the
 /// client has already seen them as the socket closing or dropping.
-async fn accept_and_echo(upgrade: WebSocketUpgrade, shutdown: ShutdownWatch) {
+async fn accept_and_echo(upgrade: WebSocketUpgrade, mode: Mode, shutdown: ShutdownWatch) {
     let result = match upgrade.accept().await {
-        Ok(socket) => echo(socket, shutdown).await,
+        Ok(socket) => match mode {
+            Mode::AspNet => echo(socket, shutdown).await,
+            Mode::Message => echo_messages(socket, shutdown).await,
+        },
         Err(error) => Err(error),
     };
     match result {
@@ -246,6 +311,32 @@ async fn echo(mut socket: WebSocket, mut shutdown: ShutdownWatch) -> Result<(), 
         socket
             .send(received, result.message_type(), result.end_of_message())
             .await?;
+    }
+}
+
+/// Echoes whole messages: what the benchmark suite's peer servers do.
+async fn echo_messages(mut socket: WebSocket, mut shutdown: ShutdownWatch) -> Result<(), Error> {
+    let stop = shutdown.requested();
+    tokio::pin!(stop);
+    loop {
+        // `receive_message` is cancel-safe too: a partial message stays in
+        // the socket.
+        let message = tokio::select! {
+            message = socket.receive_message() => message?,
+            () = &mut stop => {
+                return socket.close(CloseCode::GOING_AWAY, "server is shutting down").await;
+            }
+        };
+        match message {
+            Message::Close(frame) => {
+                let (status, description) = match &frame {
+                    Some(frame) => (Some(frame.code), frame.reason.as_str()),
+                    None => (None, ""),
+                };
+                return socket.close(status, description).await;
+            }
+            data => socket.send_message(data).await?,
+        }
     }
 }
 
@@ -319,6 +410,16 @@ impl ShutdownWatch {
 struct Args {
     addr: String,
     threads: Option<usize>,
+    mode: Mode,
+}
+
+/// How `/ws` echoes.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// The ASP.NET sample's loop over a 4 KiB buffer.
+    AspNet,
+    /// Whole messages.
+    Message,
 }
 
 impl Args {
@@ -327,6 +428,7 @@ impl Args {
         let mut parsed = Args {
             addr: DEFAULT_ADDR.to_owned(),
             threads: None,
+            mode: Mode::AspNet,
         };
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -345,6 +447,13 @@ impl Args {
                             ));
                         }
                     }
+                }
+                "--mode" => {
+                    parsed.mode = match args.next().as_deref() {
+                        Some("aspnet") => Mode::AspNet,
+                        Some("message") => Mode::Message,
+                        _ => return Err("--mode needs a value: aspnet or message".to_owned()),
+                    };
                 }
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unknown argument {other:?}")),

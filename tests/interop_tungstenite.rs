@@ -592,6 +592,59 @@ async fn whole_message_api_echoes_text_and_binary() {
     assert_text_and_binary_echo(addr).await;
 }
 
+/// Large binary messages are handed over as slices of the read buffer:
+/// ones the application keeps must stay intact while the buffer is reused
+/// for the messages after them.
+#[tokio::test]
+async fn held_binary_messages_stay_intact_while_more_arrive() {
+    const SIZES: [usize; 10] = [
+        8192, 16_384, 9000, 65_536, 70_000, 20_000, 8191, 100, 30_000, 16_384,
+    ];
+    fn pattern(index: usize, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|j| (index * 31 + j * 7 + j / 251) as u8)
+            .collect()
+    }
+    let addr = serve_socket_handler(|mut socket: WebSocket| async move {
+        // Receive everything first, holding every message, then echo.
+        let mut held = Vec::new();
+        for _ in SIZES {
+            match socket.receive_message().await {
+                Ok(message) => held.push(message),
+                Err(_) => return,
+            }
+        }
+        for message in held {
+            if socket.send_message(message).await.is_err() {
+                return;
+            }
+        }
+        message_echo(socket).await;
+    })
+    .await;
+    let mut client = connect(addr, "/ws").await;
+    for (index, len) in SIZES.into_iter().enumerate() {
+        client
+            .feed(Message::binary(pattern(index, len)))
+            .await
+            .expect("client send succeeds");
+    }
+    tokio::time::timeout(TIMEOUT, client.flush())
+        .await
+        .expect("client flush in time")
+        .expect("client flush succeeds");
+    for (index, len) in SIZES.into_iter().enumerate() {
+        let Some(Message::Binary(echoed)) = recv(&mut client).await else {
+            panic!("message {index} did not come back as binary");
+        };
+        assert!(
+            echoed[..] == pattern(index, len)[..],
+            "message {index} ({len} bytes) changed while held"
+        );
+    }
+    close_normally(&mut client).await;
+}
+
 #[tokio::test]
 async fn stream_and_sink_echo_text_and_binary() {
     let addr = serve_socket_handler(stream_sink_echo).await;

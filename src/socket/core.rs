@@ -41,11 +41,21 @@ const COPY_THRESHOLD: usize = 8 * 1024;
 /// The most one read asks for once reads keep filling the buffer.
 const MAX_READ_SIZE: usize = 64 * 1024;
 
+/// How many short reads in a row halve the read size.
+const SHRINK_AFTER: u8 = 8;
+
 /// Payload is read straight into the caller's buffer (saving a copy) only
 /// when that read can be at least this large; smaller targets are served
 /// from the read buffer, whose reads grow under load, because a system
 /// call costs far more than copying a few KiB.
 const DIRECT_READ_MIN: usize = 32 * 1024;
+
+/// A whole binary message at least this large that arrived in one read
+/// is handed to `receive_message` as a slice of the read buffer instead of
+/// a copy. The message then shares the buffer's allocation (at most
+/// [`MAX_READ_SIZE`] beyond the frame) until it is dropped, so the share
+/// is limited to messages for which the copy would cost the most.
+const SHARE_MIN: usize = 8 * 1024;
 
 /// Small frames sent while more input is already buffered are queued, up
 /// to this many bytes, and written together when the input runs dry.
@@ -160,9 +170,13 @@ pub(crate) struct Core {
     rbuf: BytesMut,
     rbuf_size: usize,
     /// How much the next read asks for: starts at `rbuf_size`, doubles
-    /// while reads fill the buffer (up to [`MAX_READ_SIZE`]), and halves
-    /// while they come back under a quarter full.
+    /// when a read fills the buffer (up to [`MAX_READ_SIZE`]), and halves
+    /// after [`SHRINK_AFTER`] reads in a row came back under a quarter
+    /// full. The hysteresis matters: a frame that arrives in a full read
+    /// plus a short tail must not make the size swing back and forth.
     read_size: usize,
+    /// Reads in a row that came back under a quarter of `read_size`.
+    small_reads: u8,
     /// The whole-message API's partial message; kept here so a cancelled
     /// `receive_message` loses nothing.
     pub(crate) message: BytesMut,
@@ -251,6 +265,7 @@ impl Shared {
                 rbuf: BytesMut::from(leftover),
                 rbuf_size: config.receive_buffer_size,
                 read_size: config.receive_buffer_size,
+                small_reads: 0,
                 message: BytesMut::new(),
                 close_status: None,
                 close_description: None,
@@ -818,9 +833,15 @@ impl Core {
                 }
             }
         }
+        // The rest of a frame whose header was read is known to be coming:
+        // make room for it (up to a read's maximum), so it takes one read.
+        let frame_rest = usize::try_from(self.decoder.remaining())
+            .unwrap_or(usize::MAX)
+            .saturating_sub(self.rbuf.len())
+            .min(MAX_READ_SIZE);
         let spare = self.rbuf.capacity() - self.rbuf.len();
-        if spare < 256 {
-            self.rbuf.reserve(self.read_size);
+        if spare < 256 || spare < frame_rest {
+            self.rbuf.reserve(self.read_size.max(frame_rest));
         }
         let spare = self.rbuf.capacity() - self.rbuf.len();
         match tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.rbuf) {
@@ -829,8 +850,15 @@ impl Core {
                 self.read_epoch = self.read_epoch.wrapping_add(1);
                 if n == spare {
                     self.read_size = (self.read_size * 2).min(MAX_READ_SIZE.max(self.rbuf_size));
+                    self.small_reads = 0;
                 } else if n < self.read_size / 4 {
-                    self.read_size = (self.read_size / 2).max(self.rbuf_size);
+                    self.small_reads += 1;
+                    if self.small_reads >= SHRINK_AFTER {
+                        self.read_size = (self.read_size / 2).max(self.rbuf_size);
+                        self.small_reads = 0;
+                    }
+                } else {
+                    self.small_reads = 0;
                 }
                 Poll::Ready(Ok(()))
             }
@@ -911,6 +939,14 @@ impl Core {
                 let chunk = &self.rbuf[..n];
                 match &mut target {
                     Target::Slice(buf) => buf[..n].copy_from_slice(chunk),
+                    Target::Message(message)
+                        if done && !text && message.is_empty() && n >= SHARE_MIN =>
+                    {
+                        // A whole binary message in the read buffer: hand
+                        // it over without a copy.
+                        **message = self.rbuf.split_to(n);
+                        return Poll::Ready(Ok(data_result(n, message_type, done)));
+                    }
                     Target::Message(message) => message.extend_from_slice(chunk),
                     Target::Discard => {}
                 }

@@ -2,6 +2,7 @@
 //! WebSocket client whose every byte is chosen by the test.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod echo_example;
 pub mod process;
 
 use std::convert::Infallible;
