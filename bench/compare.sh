@@ -11,12 +11,14 @@
 # At the end bench/report.py writes bench/results/results.{json,md} and
 # chart.svg.
 #
-#   bash bench/compare.sh                     # everything, 5 s per scenario
-#   DURATION=2 WARMUP=0.5 bash bench/compare.sh
+#   bash bench/compare.sh                     # everything, 3 rounds of 5 s runs
+#   ROUNDS=1 DURATION=2 WARMUP=0.5 bash bench/compare.sh
 #   SERVERS="floor tower-websockets" SCENARIOS="b c" bash bench/compare.sh
 #   bash bench/compare.sh --strace            # also syscalls/msg for (c)
 #
-# Environment: DURATION (s, default 5), WARMUP (s, default 1), IDLE_COUNT
+# Environment: ROUNDS (default 3: every server runs every scenario once per
+# round, taking turns; the report shows each one's median round),
+# DURATION (s, default 5), WARMUP (s, default 1), IDLE_COUNT
 # (default 10000), IDLE_HOLD (s, default 3), SERVERS, SCENARIOS (letters
 # a-g), RESULTS (output directory, default bench/results), STRACE=1 (same
 # as --strace), NOISE_LIMIT (default 10: % of one CPU that other processes
@@ -51,6 +53,7 @@ SERVERS=(${SERVERS:-floor tower-websockets tower-websockets-aspnet peer-fastwebs
 SCENARIOS=(${SCENARIOS:-a b c d e f g})
 NOISE_LIMIT="${NOISE_LIMIT:-10}"
 TRIES="${TRIES:-3}"
+ROUNDS="${ROUNDS:-3}"
 QUIET_WAIT="${QUIET_WAIT:-30}"
 SERVER_CPU=0
 CLIENT_CPU=1
@@ -115,6 +118,7 @@ json.dump({
     "dirty": bool(sh("git", "status", "--porcelain", "--untracked-files=no")),
     "loadavg_at_start": "$LOADAVG_AT_START".split(),
     "duration_s": "$DURATION",
+    "rounds": "$ROUNDS",
     "warmup_s": "$WARMUP",
 }, open(sys.argv[1], "w"), indent=1)
 PY
@@ -204,63 +208,68 @@ fi
 # Keep a run from hanging the whole comparison.
 limit=$(python3 -c "print(int($DURATION + $WARMUP + $IDLE_HOLD + 90))")
 
-for name in "${SERVERS[@]}"; do
-    echo "==> $name"
+# Rounds: every server runs every scenario once per round, servers taking
+# turns within a scenario, so a slow spell of this machine hits them alike;
+# report.py shows the median round of each (server, scenario).
+for round in $(seq "$ROUNDS"); do
     for scenario in "${SCENARIOS[@]}"; do
-        # Other processes on this machine skew CPU figures: wait for a
-        # quiet moment before each run, and run again (at most TRIES
-        # times) when loadgen saw other load above NOISE_LIMIT during the
-        # counted window. report.py keeps the least disturbed try.
-        for try in $(seq "$TRIES"); do
-            wait_for_quiet
-            port=$(free_port)
-            if ! start_server "$name" "$port"; then
-                echo "   $scenario: server did not start (see $LOG_DIR/$name.log)" >&2
-                record "$name" "$scenario" "" "{\"try\": $try}"
+        echo "==> round $round of $ROUNDS, scenario $scenario"
+        for name in "${SERVERS[@]}"; do
+            # Other processes on this machine skew CPU figures: wait for a
+            # quiet moment before each run, and run again (at most TRIES
+            # times) when loadgen saw other load above NOISE_LIMIT during the
+            # counted window. report.py keeps the least disturbed try.
+            for try in $(seq "$TRIES"); do
+                wait_for_quiet
+                port=$(free_port)
+                if ! start_server "$name" "$port"; then
+                    echo "   $name: server did not start (see $LOG_DIR/$name.log)" >&2
+                    record "$name" "$scenario" "" "{\"try\": $try, \"round\": $round}"
+                    stop_server
+                    break
+                fi
+                # shellcheck disable=SC2086 # scenario arguments are meant to split
+                json=$(timeout "$limit" taskset -c "$CLIENT_CPU" "$BIN/loadgen" \
+                    --addr "127.0.0.1:$port" --label "$name/$scenario" --server-pid "$server_pid" \
+                    ${SCENARIO_ARGS[$scenario]} --duration "$DURATION" --warmup "$WARMUP" \
+                    2>"$LOG_DIR/loadgen.err") || true
+                sed 's/^/   /' "$LOG_DIR/loadgen.err" >&2
+                record "$name" "$scenario" "$json" "{\"try\": $try, \"round\": $round}"
                 stop_server
-                break
-            fi
-            # shellcheck disable=SC2086 # scenario arguments are meant to split
-            json=$(timeout "$limit" taskset -c "$CLIENT_CPU" "$BIN/loadgen" \
-                --addr "127.0.0.1:$port" --label "$name/$scenario" --server-pid "$server_pid" \
-                ${SCENARIO_ARGS[$scenario]} --duration "$DURATION" --warmup "$WARMUP" \
-                2>"$LOG_DIR/loadgen.err") || true
-            sed 's/^/   /' "$LOG_DIR/loadgen.err" >&2
-            record "$name" "$scenario" "$json" "{\"try\": $try}"
-            stop_server
-            if ! python3 -c 'import json,sys; o=json.loads(sys.argv[1] or "{}").get("other_cpu_pct"); sys.exit(0 if o is not None and o > float(sys.argv[2]) else 1)' \
-                "$json" "$NOISE_LIMIT"; then
-                break
-            fi
-            [[ $try -lt $TRIES ]] && echo "   (other load above $NOISE_LIMIT% of a CPU: again)" >&2
-        done
+                if ! python3 -c 'import json,sys; o=json.loads(sys.argv[1] or "{}").get("other_cpu_pct"); sys.exit(0 if o is not None and o > float(sys.argv[2]) else 1)' \
+                    "$json" "$NOISE_LIMIT"; then
+                    break
+                fi
+                [[ $try -lt $TRIES ]] && echo "   (other load above $NOISE_LIMIT% of a CPU: again)" >&2
+            done
 
-        if [[ "$STRACE" == 1 && "$scenario" == c ]]; then
-            # Syscalls per message under a fixed load: strace slows the
-            # server, so this is a separate run whose other figures are
-            # thrown away.
-            port=$(free_port)
-            rm -f "$LOG_DIR/strace-$name.txt"
-            start_server "$name" "$port" || { stop_server; continue; }
-            strace -c -f -p "$server_pid" -o "$LOG_DIR/strace-$name.txt" 2>/dev/null &
-            strace_pid=$!
-            sleep 0.5
-            # shellcheck disable=SC2086
-            json=$(timeout "$limit" taskset -c "$CLIENT_CPU" "$BIN/loadgen" \
-                --addr "127.0.0.1:$port" --label "$name/c-strace" \
-                ${SCENARIO_ARGS[c]} --duration "$DURATION" --warmup 0 \
-                2>/dev/null) || true
-            kill -INT "$strace_pid" 2>/dev/null || true
-            wait "$strace_pid" 2>/dev/null || true
-            strace_pid=""
-            if [[ -n "$json" && -s "$LOG_DIR/strace-$name.txt" ]]; then
-                cp "$LOG_DIR/strace-$name.txt" "$RESULTS/strace-$name.txt"
-                record "$name" "c-strace" "$json" "{\"strace_file\": \"strace-$name.txt\"}"
-            else
-                echo "   c (strace): no strace summary for $name" >&2
+            if [[ "$STRACE" == 1 && "$scenario" == c && "$round" == 1 ]]; then
+                # Syscalls per message under a fixed load: strace slows the
+                # server, so this is a separate run whose other figures are
+                # thrown away.
+                port=$(free_port)
+                rm -f "$LOG_DIR/strace-$name.txt"
+                start_server "$name" "$port" || { stop_server; continue; }
+                strace -c -f -p "$server_pid" -o "$LOG_DIR/strace-$name.txt" 2>/dev/null &
+                strace_pid=$!
+                sleep 0.5
+                # shellcheck disable=SC2086
+                json=$(timeout "$limit" taskset -c "$CLIENT_CPU" "$BIN/loadgen" \
+                    --addr "127.0.0.1:$port" --label "$name/c-strace" \
+                    ${SCENARIO_ARGS[c]} --duration "$DURATION" --warmup 0 \
+                    2>/dev/null) || true
+                kill -INT "$strace_pid" 2>/dev/null || true
+                wait "$strace_pid" 2>/dev/null || true
+                strace_pid=""
+                if [[ -n "$json" && -s "$LOG_DIR/strace-$name.txt" ]]; then
+                    cp "$LOG_DIR/strace-$name.txt" "$RESULTS/strace-$name.txt"
+                    record "$name" "c-strace" "$json" "{\"strace_file\": \"strace-$name.txt\"}"
+                else
+                    echo "   c (strace): no strace summary for $name" >&2
+                fi
+                stop_server
             fi
-            stop_server
-        fi
+        done
     done
 done
 

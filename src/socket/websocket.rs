@@ -253,6 +253,16 @@ impl WebSocket {
     ///
     /// Cancel-safe: a partly received message is kept in the socket and
     /// completed by the next call.
+    ///
+    /// # Memory
+    ///
+    /// A binary message of 8 KiB or more that arrived whole in one read is
+    /// handed over without a copy, as a slice of the socket's read buffer:
+    /// its [`Bytes`](bytes::Bytes) keeps that buffer's allocation (usually
+    /// at most 64 KiB beyond the message) until it is dropped, and the
+    /// socket reads on into a fresh one. An application that keeps many
+    /// received messages for a long time can copy them out
+    /// (`Bytes::copy_from_slice`) to hold only their length.
     pub async fn receive_message(&mut self) -> Result<Message, Error> {
         self.reader.receive_message().await
     }
