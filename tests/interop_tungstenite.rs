@@ -645,6 +645,77 @@ async fn held_binary_messages_stay_intact_while_more_arrive() {
     close_normally(&mut client).await;
 }
 
+/// `receive_message` validates a text message that arrives whole in one
+/// piece separately from one assembled from pieces: both must echo valid
+/// UTF-8 and answer invalid UTF-8 with 1007.
+#[tokio::test]
+async fn whole_message_api_validates_text_whole_and_in_pieces() {
+    let addr = serve_socket_handler(message_echo).await;
+    let valid = "héllo wörld ✓ 🦀".as_bytes();
+    /// Name, what the client sends, the echo expected (`None`: 1007).
+    type Case<'a> = (&'a str, Vec<u8>, Option<&'a [u8]>);
+    let cases: [Case<'_>; 6] = [
+        (
+            "valid, one frame",
+            frame(true, 0x1, valid, Some(MASK)),
+            Some(valid),
+        ),
+        (
+            "valid, fragmented",
+            [
+                frame(false, 0x1, &valid[..7], Some(MASK)),
+                frame(true, 0x0, &valid[7..], Some(MASK)),
+            ]
+            .concat(),
+            Some(valid),
+        ),
+        (
+            "invalid byte, one frame",
+            frame(true, 0x1, b"ab\xffcd", Some(MASK)),
+            None,
+        ),
+        (
+            "truncated character, one frame",
+            frame(true, 0x1, &valid[..2], Some(MASK)),
+            None,
+        ),
+        (
+            "surrogate, one frame",
+            frame(true, 0x1, b"\xed\xa0\x80", Some(MASK)),
+            None,
+        ),
+        (
+            "invalid, fragmented",
+            [
+                frame(false, 0x1, b"ok", Some(MASK)),
+                frame(true, 0x0, b"\xc3\x28", Some(MASK)),
+            ]
+            .concat(),
+            None,
+        ),
+    ];
+    for (name, bytes, echo) in cases {
+        let mut client = raw_connect(addr, "/ws").await;
+        client.send(&bytes).await;
+        match echo {
+            Some(expected) => {
+                assert_eq!(
+                    client.read_message().await,
+                    (0x1, expected.to_vec()),
+                    "{name}"
+                );
+            }
+            None => {
+                let frames = client.read_to_end().await;
+                let close = frames
+                    .last()
+                    .unwrap_or_else(|| panic!("{name}: no close frame"));
+                assert_eq!(close.close_code(), Some(1007), "{name}: {frames:?}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn stream_and_sink_echo_text_and_binary() {
     let addr = serve_socket_handler(stream_sink_echo).await;
