@@ -284,30 +284,30 @@ impl Decoder {
         result.map(|()| true)
     }
 
-    /// Whether `len` bytes of payload are a whole text message: its only
-    /// frame, complete, with nothing of it consumed yet. The caller may
-    /// then take them with [`payload_whole_text`](Self::payload_whole_text)
-    /// and validate them in one piece.
-    pub(crate) fn is_whole_text(&self, len: usize) -> bool {
+    /// Whether `len` bytes of payload are a whole message: its only frame,
+    /// complete, with nothing of it consumed yet. Returns whether it is
+    /// text. A whole text message may be taken with
+    /// [`payload_whole_text`](Self::payload_whole_text) and validated in
+    /// one piece; a whole binary one with [`payload`](Self::payload).
+    pub(crate) fn whole_message(&self, len: usize) -> Option<bool> {
         match (self.frame, self.message) {
-            (Some(frame), Some(message)) => {
-                message.text
-                    && frame.fin
-                    && frame.remaining == len as u64
-                    && message.size == len as u64
+            (Some(frame), Some(message))
+                if frame.fin && frame.remaining == len as u64 && message.size == len as u64 =>
+            {
+                Some(message.text)
             }
-            _ => false,
+            _ => None,
         }
     }
 
     /// Unmasks a whole text message (see
-    /// [`is_whole_text`](Self::is_whole_text)) in place and ends it,
+    /// [`whole_message`](Self::whole_message)) in place and ends it,
     /// **without** validating its UTF-8: the caller must validate the
     /// bytes as one piece and fail the connection with 1007 if they are
     /// not UTF-8. Saves a second pass over the message when it is turned
     /// into a `String`.
     pub(crate) fn payload_whole_text(&mut self, chunk: &mut [u8]) {
-        debug_assert!(self.is_whole_text(chunk.len()));
+        debug_assert_eq!(self.whole_message(chunk.len()), Some(true));
         if let Some(frame) = self.frame.take() {
             apply_mask(chunk, frame.mask, frame.phase);
         }

@@ -12,13 +12,14 @@
 //! where a future can be dropped is a `Pending` from the I/O, which
 //! consumes nothing. That is what makes receive and send cancel-safe.
 
+use std::cell::Cell;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -65,6 +66,26 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 /// reserves at most this much at a time, so a frame header announcing a
 /// large payload does not allocate before the bytes arrive.
 const MESSAGE_READ_CHUNK: usize = 256 * 1024;
+
+thread_local! {
+    /// One read buffer given back by a socket that went quiet, for the next
+    /// socket on this thread that needs one. Busy sockets in a closed loop
+    /// take turns going quiet, so without it each would free and allocate
+    /// a buffer per message; with it, a thread holds at most one spare
+    /// (of at most [`MAX_READ_SIZE`], or the receive buffer size if larger)
+    /// and an idle socket still holds none.
+    static SPARE_READ_BUFFER: Cell<Option<BytesMut>> = const { Cell::new(None) };
+}
+
+/// Gives a read buffer without capacity this thread's spare, if any.
+fn take_spare_read_buffer(rbuf: &mut BytesMut) {
+    if rbuf.capacity() == 0 {
+        if let Ok(Some(mut spare)) = SPARE_READ_BUFFER.try_with(Cell::take) {
+            spare.clear();
+            *rbuf = spare;
+        }
+    }
+}
 
 /// Who is polling, so the proxy waker can wake them all.
 #[derive(Clone, Copy, Debug)]
@@ -139,11 +160,11 @@ pub(crate) enum Target<'a> {
     /// The caller's buffer (the buffer-based API).
     Slice(&'a mut [u8]),
     /// Appended to the message being assembled (the whole-message API);
-    /// a text message that arrives whole in one piece is validated once
-    /// and put in `text` instead.
+    /// a message that arrives whole in one piece is put in `whole`
+    /// instead, without the assembly buffer.
     Message {
         data: &'a mut BytesMut,
-        text: &'a mut Option<String>,
+        whole: &'a mut Option<Message>,
     },
     /// Validated and dropped (waiting for the peer's Close).
     Discard,
@@ -838,6 +859,7 @@ impl Core {
                 }
             }
         }
+        take_spare_read_buffer(&mut self.rbuf);
         // The rest of a frame whose header was read is known to be coming:
         // make room for it (up to a read's maximum), so it takes one read.
         let frame_rest = usize::try_from(self.decoder.remaining())
@@ -890,9 +912,18 @@ impl Core {
     /// The socket is idle with nothing buffered: give the read buffer back.
     /// The read size learned under load is kept (it decays as reads come
     /// back small), so a busy socket does not relearn it every message.
+    ///
+    /// The buffer goes to this thread's spare (see [`SPARE_READ_BUFFER`])
+    /// if that is empty and the buffer not oversized.
     fn release_read_buffer(&mut self) {
         if self.rbuf.capacity() > 0 {
-            self.rbuf = BytesMut::new();
+            let buffer = std::mem::take(&mut self.rbuf);
+            if buffer.capacity() <= MAX_READ_SIZE.max(self.rbuf_size) {
+                let _ = SPARE_READ_BUFFER.try_with(|spare| {
+                    let held = spare.take();
+                    spare.set(Some(held.unwrap_or(buffer)));
+                });
+            }
         }
     }
 
@@ -945,19 +976,43 @@ impl Core {
                 if let Target::Slice(buf) = &target {
                     n = n.min(buf.len());
                 }
-                if let Target::Message { data, text } = &mut target {
-                    if data.is_empty() && self.decoder.is_whole_text(n) {
-                        // The whole text message is here: one UTF-8 pass
-                        // over it, and one copy into its `String`.
-                        self.decoder.payload_whole_text(&mut self.rbuf[..n]);
-                        match simdutf8::basic::from_utf8(&self.rbuf[..n]) {
-                            Ok(valid) => **text = Some(valid.to_owned()),
-                            Err(_) => {
-                                return Poll::Ready(Err(self.fail(ProtocolError::InvalidUtf8)));
+                if let Target::Message { data, whole } = &mut target {
+                    if data.is_empty() {
+                        match self.decoder.whole_message(n) {
+                            Some(true) => {
+                                // A whole text message: one UTF-8 pass over
+                                // it, and one copy into its `String`.
+                                self.decoder.payload_whole_text(&mut self.rbuf[..n]);
+                                match simdutf8::basic::from_utf8(&self.rbuf[..n]) {
+                                    Ok(valid) => **whole = Some(Message::Text(valid.to_owned())),
+                                    Err(_) => {
+                                        return Poll::Ready(Err(
+                                            self.fail(ProtocolError::InvalidUtf8)
+                                        ));
+                                    }
+                                }
+                                self.rbuf.advance(n);
+                                return Poll::Ready(Ok(data_result(n, MessageType::Text, true)));
                             }
+                            Some(false) => {
+                                // A whole binary message: a large one is
+                                // handed over as a slice of the read buffer,
+                                // a small one copied once into its `Bytes`.
+                                if let Err(e) = self.decoder.payload(&mut self.rbuf[..n]) {
+                                    return Poll::Ready(Err(self.fail(e)));
+                                }
+                                let payload = if n >= SHARE_MIN {
+                                    self.rbuf.split_to(n).freeze()
+                                } else {
+                                    let payload = Bytes::copy_from_slice(&self.rbuf[..n]);
+                                    self.rbuf.advance(n);
+                                    payload
+                                };
+                                **whole = Some(Message::Binary(payload));
+                                return Poll::Ready(Ok(data_result(n, MessageType::Binary, true)));
+                            }
+                            None => {}
                         }
-                        self.rbuf.advance(n);
-                        return Poll::Ready(Ok(data_result(n, MessageType::Text, true)));
                     }
                 }
                 let done = match self.decoder.payload(&mut self.rbuf[..n]) {
@@ -967,14 +1022,6 @@ impl Core {
                 let chunk = &self.rbuf[..n];
                 match &mut target {
                     Target::Slice(buf) => buf[..n].copy_from_slice(chunk),
-                    Target::Message { data, .. }
-                        if done && !text && data.is_empty() && n >= SHARE_MIN =>
-                    {
-                        // A whole binary message in the read buffer: hand
-                        // it over without a copy.
-                        **data = self.rbuf.split_to(n);
-                        return Poll::Ready(Ok(data_result(n, message_type, done)));
-                    }
                     Target::Message { data, .. } => data.extend_from_slice(chunk),
                     Target::Discard => {}
                 }
@@ -1102,17 +1149,17 @@ impl Core {
     ) -> Poll<Result<Message, Error>> {
         loop {
             let mut message = std::mem::take(&mut self.message);
-            let mut whole_text = None;
+            let mut whole = None;
             let result = self.poll_receive(
                 cx,
                 Target::Message {
                     data: &mut message,
-                    text: &mut whole_text,
+                    whole: &mut whole,
                 },
             );
             self.message = message;
-            if let Some(text) = whole_text {
-                return Poll::Ready(Ok(Message::Text(text)));
+            if let Some(whole) = whole {
+                return Poll::Ready(Ok(whole));
             }
             let result = ready!(result)?;
             match result.message_type {
