@@ -49,7 +49,9 @@ WARMUP="${WARMUP:-1}"
 IDLE_COUNT="${IDLE_COUNT:-10000}"
 IDLE_HOLD="${IDLE_HOLD:-3}"
 RESULTS="${RESULTS:-bench/results}"
-SERVERS=(${SERVERS:-floor tower-websockets tower-websockets-aspnet peer-fastwebsockets peer-tokio-websockets peer-tungstenite peer-axum})
+# shellcheck source=bench/servers.sh
+source bench/servers.sh
+SERVERS=(${SERVERS:-${ALL_SERVERS[*]}})
 SCENARIOS=(${SCENARIOS:-a b c d e f g})
 NOISE_LIMIT="${NOISE_LIMIT:-10}"
 TRIES="${TRIES:-3}"
@@ -58,21 +60,6 @@ QUIET_WAIT="${QUIET_WAIT:-30}"
 SERVER_CPU=0
 CLIENT_CPU=1
 
-declare -A SERVER_BIN=(
-    [floor]="$BIN/floor"
-    [tower-websockets]="$BIN/examples/echo"
-    [tower-websockets-aspnet]="$BIN/examples/echo"
-    [peer-fastwebsockets]="$BIN/peer-fastwebsockets"
-    [peer-tokio-websockets]="$BIN/peer-tokio-websockets"
-    [peer-tungstenite]="$BIN/peer-tungstenite"
-    [peer-axum]="$BIN/peer-axum"
-)
-# Every server echoes whole messages, as the peers do; the -aspnet row is
-# examples/echo's default ASP.NET loop (4 KiB receives), for reference.
-declare -A SERVER_ARGS=(
-    [tower-websockets]="--mode message"
-    [tower-websockets-aspnet]="--mode aspnet"
-)
 declare -A SCENARIO_ARGS=(
     [a]="--connections 1 --size 16"
     [b]="--connections 64 --size 16"
@@ -140,21 +127,7 @@ stop_server() {
 trap stop_server EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 
-wait_for_port() {
-    local port=$1
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$server_pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
 
 # start_server NAME PORT: a fresh server pinned to the server CPU.
 start_server() {

@@ -26,22 +26,9 @@ cargo build --release --example echo
 echo "==> loadgen self-tests (frame parsing, mismatch detection)"
 cargo test --release -p tower-websockets-bench --bin loadgen --quiet
 
-# name → binary
-declare -A SERVER_BIN=(
-    [floor]="$BIN/floor"
-    [tower-websockets]="$BIN/examples/echo"
-    [tower-websockets-aspnet]="$BIN/examples/echo"
-    [peer-fastwebsockets]="$BIN/peer-fastwebsockets"
-    [peer-tokio-websockets]="$BIN/peer-tokio-websockets"
-    [peer-tungstenite]="$BIN/peer-tungstenite"
-    [peer-axum]="$BIN/peer-axum"
-)
-SERVERS=(floor tower-websockets tower-websockets-aspnet peer-fastwebsockets peer-tokio-websockets peer-tungstenite peer-axum)
-# As in compare.sh: whole messages, and the ASP.NET loop for reference.
-declare -A SERVER_ARGS=(
-    [tower-websockets]="--mode message"
-    [tower-websockets-aspnet]="--mode aspnet"
-)
+# shellcheck source=bench/servers.sh
+source bench/servers.sh
+SERVERS=("${ALL_SERVERS[@]}")
 
 # loadgen runs: each a line of arguments.
 RUNS=(
@@ -63,22 +50,7 @@ stop_server() {
 }
 trap stop_server EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 
-# Waits (at most 10 s) until something accepts on the port.
-wait_for_port() {
-    local port=$1
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$server_pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
 
 failures=0
 passed=0
@@ -111,4 +83,4 @@ for name in "${SERVERS[@]}"; do
 done
 
 echo "$passed passed, $failures failed"
-[[ $failures -eq 0 ]]
+[[ $failures -eq 0 && $passed -gt 0 ]]

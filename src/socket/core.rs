@@ -977,42 +977,17 @@ impl Core {
                     n = n.min(buf.len());
                 }
                 if let Target::Message { data, whole } = &mut target {
-                    if data.is_empty() {
-                        match self.decoder.whole_message(n) {
-                            Some(true) => {
-                                // A whole text message: one UTF-8 pass over
-                                // it, and one copy into its `String`.
-                                self.decoder.payload_whole_text(&mut self.rbuf[..n]);
-                                match simdutf8::basic::from_utf8(&self.rbuf[..n]) {
-                                    Ok(valid) => **whole = Some(Message::Text(valid.to_owned())),
-                                    Err(_) => {
-                                        return Poll::Ready(Err(
-                                            self.fail(ProtocolError::InvalidUtf8)
-                                        ));
-                                    }
-                                }
-                                self.rbuf.advance(n);
-                                return Poll::Ready(Ok(data_result(n, MessageType::Text, true)));
-                            }
-                            Some(false) => {
-                                // A whole binary message: a large one is
-                                // handed over as a slice of the read buffer,
-                                // a small one copied once into its `Bytes`.
-                                if let Err(e) = self.decoder.payload(&mut self.rbuf[..n]) {
-                                    return Poll::Ready(Err(self.fail(e)));
-                                }
-                                let payload = if n >= SHARE_MIN {
-                                    self.rbuf.split_to(n).freeze()
-                                } else {
-                                    let payload = Bytes::copy_from_slice(&self.rbuf[..n]);
-                                    self.rbuf.advance(n);
-                                    payload
-                                };
-                                **whole = Some(Message::Binary(payload));
-                                return Poll::Ready(Ok(data_result(n, MessageType::Binary, true)));
-                            }
-                            None => {}
-                        }
+                    let whole_text = if data.is_empty() {
+                        self.decoder.whole_message(n)
+                    } else {
+                        None
+                    };
+                    if let Some(text) = whole_text {
+                        **whole = Some(match self.take_whole_message(n, text) {
+                            Ok(message) => message,
+                            Err(e) => return Poll::Ready(Err(e)),
+                        });
+                        return Poll::Ready(Ok(data_result(n, message_type, true)));
                     }
                 }
                 let done = match self.decoder.payload(&mut self.rbuf[..n]) {
@@ -1078,6 +1053,32 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Takes a message whose whole payload is the first `n` buffered bytes
+    /// (see [`Decoder::whole_message`]) without the assembly buffer: text is
+    /// validated in one pass while it is copied into its `String`; a large
+    /// binary message is handed over as a slice of the read buffer, a
+    /// small one copied once into its `Bytes`.
+    fn take_whole_message(&mut self, n: usize, text: bool) -> Result<Message, Error> {
+        let payload = &mut self.rbuf[..n];
+        let message = if text {
+            self.decoder.payload_whole_text(payload);
+            match simdutf8::basic::from_utf8(payload) {
+                Ok(valid) => Message::Text(valid.to_owned()),
+                Err(_) => return Err(self.fail(ProtocolError::InvalidUtf8)),
+            }
+        } else {
+            if let Err(e) = self.decoder.payload(payload) {
+                return Err(self.fail(e));
+            }
+            if n >= SHARE_MIN {
+                return Ok(Message::Binary(self.rbuf.split_to(n).freeze()));
+            }
+            Message::Binary(Bytes::copy_from_slice(payload))
+        };
+        self.rbuf.advance(n);
+        Ok(message)
     }
 
     /// Reads payload straight from the I/O into the target when that saves

@@ -1,0 +1,40 @@
+# bench/servers.sh — the echo servers of the suite and the helpers that
+# start them, sourced by compare.sh and smoke.sh (which set BIN first).
+
+# Every server, in report order.
+ALL_SERVERS=(floor tower-websockets tower-websockets-aspnet peer-fastwebsockets peer-tokio-websockets peer-tungstenite peer-axum)
+
+# name → binary
+declare -A SERVER_BIN=(
+    [floor]="$BIN/floor"
+    [tower-websockets]="$BIN/examples/echo"
+    [tower-websockets-aspnet]="$BIN/examples/echo"
+    [peer-fastwebsockets]="$BIN/peer-fastwebsockets"
+    [peer-tokio-websockets]="$BIN/peer-tokio-websockets"
+    [peer-tungstenite]="$BIN/peer-tungstenite"
+    [peer-axum]="$BIN/peer-axum"
+)
+# Every server echoes whole messages, as the peers do; the -aspnet row is
+# examples/echo's default ASP.NET loop (4 KiB receives), for reference.
+declare -A SERVER_ARGS=(
+    [tower-websockets]="--mode message"
+    [tower-websockets-aspnet]="--mode aspnet"
+)
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Waits (at most 10 s) until something accepts on the port, while the
+# server ($server_pid) is alive.
+wait_for_port() {
+    local port=$1
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$server_pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
