@@ -36,11 +36,14 @@
 //! flight finish, closes open sockets with 1001 (going away), waits at most
 //! 5 seconds for all of that and exits.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use futures_util::future::{AbortHandle, Abortable};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -270,14 +273,33 @@ async fn route(
     Ok(response)
 }
 
-/// `AcceptWebSocketAsync`, then the echo loop. Errors are only logged: the
-/// client has already seen them as the socket closing or dropping.
+/// `AcceptWebSocketAsync`, then the echo loop until it ends or shutdown
+/// is requested; then close with 1001 (going away). Errors are only
+/// logged: the client has already seen them as the socket closing or
+/// dropping.
 async fn accept_and_echo(upgrade: WebSocketUpgrade, mode: Mode, shutdown: ShutdownWatch) {
     let result = match upgrade.accept().await {
-        Ok(socket) => match mode {
-            Mode::AspNet => echo(socket, shutdown).await,
-            Mode::Message => echo_messages(socket, shutdown).await,
-        },
+        Ok(mut socket) => {
+            let echoed = shutdown
+                .run_until_requested(async {
+                    match mode {
+                        Mode::AspNet => echo(&mut socket).await,
+                        Mode::Message => echo_messages(&mut socket).await,
+                    }
+                })
+                .await;
+            match echoed {
+                Some(result) => result,
+                // The loop was dropped at an await: `receive` and
+                // `receive_message` are cancel-safe (nothing is lost), and
+                // a cancelled send still completes the frame it started.
+                None => {
+                    socket
+                        .close(CloseCode::GOING_AWAY, "server is shutting down")
+                        .await
+                }
+            }
+        }
         Err(error) => Err(error),
     };
     match result {
@@ -286,22 +308,11 @@ async fn accept_and_echo(upgrade: WebSocketUpgrade, mode: Mode, shutdown: Shutdo
     }
 }
 
-/// The ASP.NET sample's `Echo` method, line by line, plus a way out for
-/// Ctrl-C.
-async fn echo(mut socket: WebSocket, mut shutdown: ShutdownWatch) -> Result<(), Error> {
+/// The ASP.NET sample's `Echo` method, line by line.
+async fn echo(socket: &mut WebSocket) -> Result<(), Error> {
     let mut buffer = vec![0; BUFFER_SIZE];
-    // Created once, not per message: registering with the shutdown signal
-    // is not free.
-    let stop = shutdown.requested();
-    tokio::pin!(stop);
     loop {
-        // `receive` is cancel-safe: if shutdown wins the race, no data is lost.
-        let result = tokio::select! {
-            result = socket.receive(&mut buffer) => result?,
-            () = &mut stop => {
-                return socket.close(CloseCode::GOING_AWAY, "server is shutting down").await;
-            }
-        };
+        let result = socket.receive(&mut buffer).await?;
         if result.message_type() == MessageType::Close {
             // Complete the close handshake with the client's own status.
             let description = result.close_description().unwrap_or("");
@@ -315,19 +326,9 @@ async fn echo(mut socket: WebSocket, mut shutdown: ShutdownWatch) -> Result<(), 
 }
 
 /// Echoes whole messages: what the benchmark suite's peer servers do.
-async fn echo_messages(mut socket: WebSocket, mut shutdown: ShutdownWatch) -> Result<(), Error> {
-    let stop = shutdown.requested();
-    tokio::pin!(stop);
+async fn echo_messages(socket: &mut WebSocket) -> Result<(), Error> {
     loop {
-        // `receive_message` is cancel-safe too: a partial message stays in
-        // the socket.
-        let message = tokio::select! {
-            message = socket.receive_message() => message?,
-            () = &mut stop => {
-                return socket.close(CloseCode::GOING_AWAY, "server is shutting down").await;
-            }
-        };
-        match message {
+        match socket.receive_message().await? {
             Message::Close(frame) => {
                 let (status, description) = match &frame {
                     Some(frame) => (Some(frame.code), frame.reason.as_str()),
@@ -368,30 +369,50 @@ async fn ctrl_c() {
 /// completes as soon as it is upgraded: it cannot wait for WebSockets.
 struct Shutdown {
     tx: watch::Sender<()>,
+    running: Arc<Mutex<Running>>,
 }
 
 /// A [`Shutdown`]'s signal, held for as long as there is work to finish.
 #[derive(Clone)]
 struct ShutdownWatch {
     rx: watch::Receiver<()>,
+    running: Arc<Mutex<Running>>,
+}
+
+/// The work that [`ShutdownWatch::run_until_requested`] is running, to
+/// abort on shutdown.
+#[derive(Default)]
+struct Running {
+    stopping: bool,
+    next_id: u64,
+    handles: HashMap<u64, AbortHandle>,
 }
 
 impl Shutdown {
     fn new() -> Self {
         Shutdown {
             tx: watch::Sender::new(()),
+            running: Arc::default(),
         }
     }
 
     fn watcher(&self) -> ShutdownWatch {
         ShutdownWatch {
             rx: self.tx.subscribe(),
+            running: self.running.clone(),
         }
     }
 
     /// Signals every watcher and waits at most `grace` for all of them to be
     /// dropped; returns how many are left.
     async fn shutdown(self, grace: Duration) -> usize {
+        {
+            let mut running = lock(&self.running);
+            running.stopping = true;
+            for (_, handle) in running.handles.drain() {
+                handle.abort();
+            }
+        }
         self.tx.send_replace(());
         let _ = tokio::time::timeout(grace, self.tx.closed()).await;
         self.tx.receiver_count()
@@ -404,6 +425,51 @@ impl ShutdownWatch {
         // An error means the `Shutdown` is gone, which also means stop.
         let _ = self.rx.changed().await;
     }
+
+    /// Runs `work` until it completes (`Some` of its output) or shutdown is
+    /// requested (`None`; `work` is dropped at the await it was in).
+    ///
+    /// For long-lived work such as a socket's echo loop. `select!` against
+    /// [`requested`](Self::requested) does the same, but it polls the
+    /// watch again whenever the loop waits, once per message, and that
+    /// costs about as much as receiving a small message. An [`Abortable`]
+    /// costs an atomic load and a waker registration.
+    async fn run_until_requested<F: Future>(&self, work: F) -> Option<F::Output> {
+        let (handle, registration) = AbortHandle::new_pair();
+        let id = {
+            let mut running = lock(&self.running);
+            if running.stopping {
+                return None;
+            }
+            let id = running.next_id;
+            running.next_id += 1;
+            running.handles.insert(id, handle);
+            id
+        };
+        // Forgets the handle however this future ends, dropped included.
+        let _registered = Registered {
+            running: &self.running,
+            id,
+        };
+        Abortable::new(work, registration).await.ok()
+    }
+}
+
+/// Removes a finished [`ShutdownWatch::run_until_requested`]'s handle.
+struct Registered<'a> {
+    running: &'a Mutex<Running>,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        lock(self.running).handles.remove(&self.id);
+    }
+}
+
+fn lock(running: &Mutex<Running>) -> MutexGuard<'_, Running> {
+    // Nothing panics while holding the lock; a poisoned one is still usable.
+    running.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The command line.

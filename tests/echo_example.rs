@@ -173,3 +173,40 @@ async fn unknown_mode_is_refused() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--mode needs a value"));
 }
+
+#[tokio::test]
+async fn ctrl_c_closes_open_sockets_with_going_away_and_exits() {
+    for mode in ["aspnet", "message"] {
+        let (server, addr) = start(&["--mode", mode]).await;
+        let mut clients = Vec::new();
+        for i in 0..2u8 {
+            let mut client = raw_connect(addr, "/ws").await;
+            client.send(&frame(true, 0x2, &[i; 3], Some(MASK))).await;
+            let echo = client.read_frame().await.expect("an echo");
+            assert_eq!(echo.payload, [i; 3], "--mode {mode}");
+            clients.push(client);
+        }
+        let pid = server.child.id().expect("the example is running");
+        let kill = tokio::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(kill.success());
+        for client in &mut clients {
+            let close = client.read_frame().await.expect("the server's close");
+            assert_eq!(close.opcode, 0x8, "--mode {mode}");
+            assert_eq!(close.close_code(), Some(1001), "--mode {mode}");
+            assert_eq!(&close.payload[2..], b"server is shutting down");
+            client
+                .send(&frame(true, 0x8, &close_payload(1001, ""), Some(MASK)))
+                .await;
+        }
+        let (status, output) = server.exited().await;
+        assert!(status.success(), "--mode {mode}: {status}\n{output}");
+        assert!(
+            output.contains("all connections closed"),
+            "--mode {mode}: sockets left open at exit:\n{output}"
+        );
+    }
+}

@@ -19,6 +19,8 @@ pub struct EchoServer {
     pub addr: String,
     /// Everything it printed, for failure messages.
     output: Arc<Mutex<String>>,
+    /// The tasks that collect its stdout and stderr.
+    collectors: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl EchoServer {
@@ -36,9 +38,9 @@ impl EchoServer {
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", echo.display()));
         let output = Arc::new(Mutex::new(String::new()));
         // Keep draining stderr, so that logging never blocks the server.
-        tokio::spawn(collect(child.stderr.take().unwrap(), output.clone(), None));
+        let stderr = tokio::spawn(collect(child.stderr.take().unwrap(), output.clone(), None));
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(collect(
+        let stdout = tokio::spawn(collect(
             child.stdout.take().unwrap(),
             output.clone(),
             Some(addr_tx),
@@ -60,11 +62,31 @@ impl EchoServer {
             child,
             addr,
             output,
+            collectors: vec![stdout, stderr],
         }
     }
 
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
+    }
+
+    /// Waits for the example to exit by itself and returns its status with
+    /// everything it printed.
+    pub async fn exited(mut self) -> (std::process::ExitStatus, String) {
+        let status = tokio::time::timeout(PROCESS_TIMEOUT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the echo example did not exit in {PROCESS_TIMEOUT:?}; it printed:\n{}",
+                    self.output()
+                )
+            })
+            .expect("the echo example's exit status");
+        for collector in self.collectors.drain(..) {
+            // Its pipes closed with it: the rest of its output is in.
+            let _ = collector.await;
+        }
+        (status, self.output())
     }
 
     /// Kills the example (it is also killed if the test panics first).
