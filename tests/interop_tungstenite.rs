@@ -728,6 +728,59 @@ async fn stream_and_sink_echo_text_and_binary() {
     assert_text_and_binary_echo(addr).await;
 }
 
+/// Reader and writer halves on different worker threads, with the
+/// writer's output backing up (the client reads only after it sent
+/// everything) and pings mixed in, so both halves wait on the I/O and wake
+/// each other many times. A lost wakeup hangs a half: the test times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn split_halves_on_two_threads_never_lose_a_wakeup() {
+    const MESSAGES: usize = 400;
+    let addr = serve_socket_handler(split_echo).await;
+    let client = connect(addr, "/ws").await;
+    let (mut sink, mut stream) = client.split();
+    let payload = |i: usize| vec![(i % 251) as u8; 1 + (i * 7919) % 40_000];
+    let send_all = tokio::spawn(async move {
+        for i in 0..MESSAGES {
+            sink.send(Message::binary(payload(i)))
+                .await
+                .expect("client send");
+            if i % 16 == 0 {
+                sink.send(Message::Ping(Bytes::from(i.to_string())))
+                    .await
+                    .expect("client ping");
+            }
+        }
+        sink
+    });
+    // Let the server's output back up before reading any of it.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let receive_all = async {
+        let mut echoes = 0;
+        let mut pongs = 0;
+        while echoes < MESSAGES {
+            match stream.next().await.expect("an echo").expect("client read") {
+                Message::Binary(data) => {
+                    assert_eq!(data, payload(echoes), "echo {echoes}");
+                    echoes += 1;
+                }
+                Message::Pong(data) => {
+                    assert_eq!(data, (pongs * 16).to_string(), "pong {pongs}");
+                    pongs += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (stream, pongs)
+    };
+    let (stream, pongs) = tokio::time::timeout(TIMEOUT, receive_all)
+        .await
+        .expect("every echo arrives: no half waits forever");
+    assert_eq!(pongs, MESSAGES.div_ceil(16));
+    let sink = send_all.await.expect("the sending task");
+    let mut client = sink.reunite(stream).expect("the same client");
+    close_normally(&mut client).await;
+}
+
 #[tokio::test]
 async fn split_socket_echoes_and_answers_ping_while_writer_is_idle() {
     let addr = serve_socket_handler(split_echo).await;

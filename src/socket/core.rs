@@ -15,6 +15,7 @@
 use std::cell::Cell;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::Duration;
@@ -101,10 +102,15 @@ pub(crate) struct Wakers {
     reader: AtomicWaker,
     writer: AtomicWaker,
     keep_alive: AtomicWaker,
+    /// Counts [`wake_all`](Self::wake_all)s, so that a poll that registers
+    /// its waker only after finding it must wait can tell whether a wake
+    /// came in between (see [`Shared::poll_with`]).
+    epoch: AtomicUsize,
 }
 
 impl Wakers {
     fn wake_all(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.reader.wake();
         self.writer.wake();
         self.keep_alive.wake();
@@ -322,19 +328,22 @@ impl Shared {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers `cx`'s waker for `party`, then runs `f` on the core with
-    /// the proxy waker's context.
+    /// Runs `f` on the core with the proxy waker's context; if it returns
+    /// `Pending`, registers `cx`'s waker for `party`.
+    ///
+    /// Registering only when the poll must wait saves the registration on
+    /// every poll that completes, which is most of them. The price is a
+    /// window: the I/O can wake the proxy after `f` arranged for it and
+    /// before the waker is registered, and that wake finds no one to wake.
+    /// The wake counter closes it: if it moved since before `f`, the
+    /// caller is woken at once (at worst a spurious poll).
     pub(crate) fn poll_with<R>(
         &self,
         cx: &mut Context<'_>,
         party: Party,
         f: impl FnOnce(&mut Core, &mut Context<'_>) -> Poll<R>,
     ) -> Poll<R> {
-        match party {
-            Party::Reader => self.wakers.reader.register(cx.waker()),
-            Party::Writer => self.wakers.writer.register(cx.waker()),
-            Party::KeepAlive => self.wakers.keep_alive.register(cx.waker()),
-        }
+        let epoch = self.wakers.epoch.load(Ordering::SeqCst);
         let mut io_cx = Context::from_waker(&self.proxy);
         let mut core = self.lock();
         let was_finished = core.state.is_finished();
@@ -345,6 +354,20 @@ impl Shared {
             // Whoever else waits on the I/O (the other half, the timer)
             // must see that the socket ended.
             self.wakers.wake_all();
+        }
+        if result.is_pending() {
+            match party {
+                Party::Reader => self.wakers.reader.register(cx.waker()),
+                Party::Writer => self.wakers.writer.register(cx.waker()),
+                Party::KeepAlive => self.wakers.keep_alive.register(cx.waker()),
+            }
+            // A read-modify-write, not a load: if it comes before
+            // `wake_all`'s increment, it makes the registration above
+            // visible to that `wake_all`'s `wake`; if after, it sees the
+            // increment.
+            if self.wakers.epoch.fetch_add(0, Ordering::SeqCst) != epoch {
+                cx.waker().wake_by_ref();
+            }
         }
         result
     }
@@ -848,18 +871,22 @@ impl Core {
         let Some(io) = self.io.as_mut() else {
             return Poll::Ready(Err(self.finished_error()));
         };
-        if self.rbuf.is_empty() {
-            match io.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.abort_with(e.into()))),
-                Poll::Pending => {
-                    self.release_read_buffer();
-                    self.try_write_control(cx)?;
-                    return Poll::Pending;
+        if self.rbuf.capacity() == 0 {
+            // No buffer: take this thread's spare, or, if there is none,
+            // wait for input before allocating one. (With a buffer at hand
+            // the read itself checks readiness first, no system call.)
+            take_spare_read_buffer(&mut self.rbuf);
+            if self.rbuf.capacity() == 0 {
+                match io.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(self.abort_with(e.into()))),
+                    Poll::Pending => {
+                        self.try_write_control(cx)?;
+                        return Poll::Pending;
+                    }
                 }
             }
         }
-        take_spare_read_buffer(&mut self.rbuf);
         // The rest of a frame whose header was read is known to be coming:
         // make room for it (up to a read's maximum), so it takes one read.
         let frame_rest = usize::try_from(self.decoder.remaining())
@@ -1004,6 +1031,11 @@ impl Core {
                 return Poll::Ready(Ok(data_result(n, message_type, done)));
             }
 
+            if self.rbuf.is_empty() {
+                // Between messages, the usual wait: no header to look at.
+                ready!(self.poll_fill(cx))?;
+                continue;
+            }
             let (header, header_len) = match self.decoder.decode_header(&self.rbuf) {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => {
@@ -1257,6 +1289,73 @@ mod tests {
 
     use super::*;
     use crate::{Message, WebSocket, WebSocketOptions};
+
+    /// Counts how often it was woken.
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn shared() -> Arc<Shared> {
+        let (io, _peer) = tokio::io::duplex(64);
+        let options = WebSocketOptions::default();
+        let config = crate::socket::websocket::SocketConfig::from_options(&options);
+        Shared::new(
+            Transport::new(io),
+            &[],
+            CoreConfig {
+                flush_notify: Arc::new(tokio::sync::Notify::new()),
+                limits: config.limits,
+                receive_buffer_size: config.receive_buffer_size,
+                close_timeout: config.close_timeout,
+            },
+            None,
+            watch::channel(false).0,
+        )
+    }
+
+    /// The I/O wakes the proxy after the poll arranged for it but before
+    /// the caller's waker is registered (here: from inside the poll). That
+    /// wake must still reach the caller, for every party.
+    #[test]
+    fn a_wake_before_the_waker_is_registered_is_not_lost() {
+        for party in [Party::Reader, Party::Writer, Party::KeepAlive] {
+            let shared = shared();
+            let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+            let waker = Waker::from(counter.clone());
+            let mut cx = Context::from_waker(&waker);
+            let poll = shared.poll_with(&mut cx, party, |_, io_cx| {
+                io_cx.waker().wake_by_ref();
+                Poll::<()>::Pending
+            });
+            assert!(poll.is_pending());
+            assert_eq!(counter.0.load(Ordering::SeqCst), 1, "{party:?} woken");
+            // Registered now: the next wake reaches it the usual way.
+            Waker::from(shared.wakers.clone()).wake();
+            assert_eq!(counter.0.load(Ordering::SeqCst), 2, "{party:?} woken again");
+        }
+    }
+
+    /// A poll that completes registers no waker: a later wake of the I/O
+    /// does not wake it.
+    #[test]
+    fn a_completed_poll_registers_no_waker() {
+        let shared = shared();
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let poll = shared.poll_with(&mut cx, Party::Reader, |_, _| Poll::Ready(()));
+        assert!(poll.is_ready());
+        shared.wakers.wake_all();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 0);
+    }
 
     /// A closed-loop client as a scripted stream: it sends its next frame
     /// only once the echo of the previous one has been written, and hands
