@@ -28,6 +28,7 @@ use super::transport::Transport;
 use tokio::sync::{Notify, watch};
 
 use super::message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
+use super::read_buffer::ReadBuffer;
 use crate::error::Error;
 use crate::protocol::close::truncate_reason;
 use crate::protocol::{
@@ -78,12 +79,11 @@ thread_local! {
     static SPARE_READ_BUFFER: Cell<Option<BytesMut>> = const { Cell::new(None) };
 }
 
-/// Gives a read buffer without capacity this thread's spare, if any.
-fn take_spare_read_buffer(rbuf: &mut BytesMut) {
-    if rbuf.capacity() == 0 {
-        if let Ok(Some(mut spare)) = SPARE_READ_BUFFER.try_with(Cell::take) {
-            spare.clear();
-            *rbuf = spare;
+/// Gives a read buffer without an allocation this thread's spare, if any.
+fn take_spare_read_buffer(rbuf: &mut ReadBuffer) {
+    if !rbuf.has_allocation() {
+        if let Ok(Some(spare)) = SPARE_READ_BUFFER.try_with(Cell::take) {
+            rbuf.adopt(spare);
         }
     }
 }
@@ -199,7 +199,7 @@ pub(crate) struct Core {
 
     // ----- receive -----
     decoder: Decoder,
-    rbuf: BytesMut,
+    rbuf: ReadBuffer,
     rbuf_size: usize,
     /// How much the next read asks for: starts at `rbuf_size`, doubles
     /// when a read fills the buffer (up to [`MAX_READ_SIZE`]), and halves
@@ -294,7 +294,7 @@ impl Shared {
                 terminal: None,
                 decoder: Decoder::new(config.limits),
                 // Frames the client sent along with its handshake.
-                rbuf: BytesMut::from(leftover),
+                rbuf: ReadBuffer::from_slice(leftover),
                 rbuf_size: config.receive_buffer_size,
                 read_size: config.receive_buffer_size,
                 small_reads: 0,
@@ -445,7 +445,7 @@ impl Core {
     pub(crate) fn abort(&mut self) {
         self.io = None;
         self.out = BytesMut::new();
-        self.rbuf = BytesMut::new();
+        self.rbuf = ReadBuffer::default();
         self.message = BytesMut::new();
         self.frame_in_progress = false;
         if !self.state.is_finished() {
@@ -564,7 +564,7 @@ impl Core {
                         self.abort_with(Error::Io(io::ErrorKind::WriteZero.into()))
                     ));
                 }
-                Poll::Ready(Ok(n)) => self.out.advance(n),
+                Poll::Ready(Ok(n)) => consume_out(&mut self.out, n),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.abort_with(e.into()))),
                 Poll::Pending => return Poll::Pending,
             }
@@ -679,7 +679,7 @@ impl Core {
                             }
                             Ok(mut n) => {
                                 let from_out = n.min(self.out.len());
-                                self.out.advance(from_out);
+                                consume_out(&mut self.out, from_out);
                                 n -= from_out;
                                 *written += n;
                             }
@@ -871,12 +871,12 @@ impl Core {
         let Some(io) = self.io.as_mut() else {
             return Poll::Ready(Err(self.finished_error()));
         };
-        if self.rbuf.capacity() == 0 {
+        if !self.rbuf.has_allocation() {
             // No buffer: take this thread's spare, or, if there is none,
             // wait for input before allocating one. (With a buffer at hand
             // the read itself checks readiness first, no system call.)
             take_spare_read_buffer(&mut self.rbuf);
-            if self.rbuf.capacity() == 0 {
+            if !self.rbuf.has_allocation() {
                 match io.poll_read_ready(cx) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(self.abort_with(e.into()))),
@@ -901,12 +901,11 @@ impl Core {
         } else {
             256
         };
-        let spare = self.rbuf.capacity() - self.rbuf.len();
-        if spare < want.max(frame_rest) {
+        if self.rbuf.spare() < want.max(frame_rest) {
             self.rbuf.reserve(self.read_size.max(frame_rest));
         }
-        let spare = self.rbuf.capacity() - self.rbuf.len();
-        match tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.rbuf) {
+        let spare = self.rbuf.spare();
+        match tokio_util::io::poll_read_buf(Pin::new(io), cx, self.rbuf.as_bytes_mut()) {
             Poll::Ready(Ok(0)) => Poll::Ready(Err(self.abort_with(Error::ConnectionReset))),
             Poll::Ready(Ok(n)) => {
                 self.read_epoch = self.read_epoch.wrapping_add(1);
@@ -943,8 +942,7 @@ impl Core {
     /// The buffer goes to this thread's spare (see [`SPARE_READ_BUFFER`])
     /// if that is empty and the buffer not oversized.
     fn release_read_buffer(&mut self) {
-        if self.rbuf.capacity() > 0 {
-            let buffer = std::mem::take(&mut self.rbuf);
+        if let Some(buffer) = self.rbuf.take_if_empty() {
             if buffer.capacity() <= MAX_READ_SIZE.max(self.rbuf_size) {
                 let _ = SPARE_READ_BUFFER.try_with(|spare| {
                     let held = spare.take();
@@ -1017,17 +1015,17 @@ impl Core {
                         return Poll::Ready(Ok(data_result(n, message_type, true)));
                     }
                 }
-                let done = match self.decoder.payload(&mut self.rbuf[..n]) {
+                let done = match self.decoder.payload(&mut self.rbuf.unread_mut()[..n]) {
                     Ok(done) => done,
                     Err(e) => return Poll::Ready(Err(self.fail(e))),
                 };
-                let chunk = &self.rbuf[..n];
+                let chunk = &self.rbuf.unread()[..n];
                 match &mut target {
                     Target::Slice(buf) => buf[..n].copy_from_slice(chunk),
                     Target::Message { data, .. } => data.extend_from_slice(chunk),
                     Target::Discard => {}
                 }
-                self.rbuf.advance(n);
+                self.rbuf.consume(n);
                 return Poll::Ready(Ok(data_result(n, message_type, done)));
             }
 
@@ -1036,7 +1034,7 @@ impl Core {
                 ready!(self.poll_fill(cx))?;
                 continue;
             }
-            let (header, header_len) = match self.decoder.decode_header(&self.rbuf) {
+            let (header, header_len) = match self.decoder.decode_header(self.rbuf.unread()) {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => {
                     ready!(self.poll_fill(cx))?;
@@ -1050,7 +1048,7 @@ impl Core {
                     len,
                     message_done,
                 } => {
-                    self.rbuf.advance(header_len);
+                    self.rbuf.consume(header_len);
                     if len == 0 && message_done {
                         let message_type = if text {
                             MessageType::Text
@@ -1065,10 +1063,10 @@ impl Core {
                         ready!(self.poll_fill(cx))?;
                         continue;
                     }
-                    self.rbuf.advance(header_len);
                     let mut payload = [0u8; 125];
-                    payload[..len].copy_from_slice(&self.rbuf[..len]);
-                    self.rbuf.advance(len);
+                    payload[..len]
+                        .copy_from_slice(&self.rbuf.unread()[header_len..header_len + len]);
+                    self.rbuf.consume(header_len + len);
                     match self.decoder.control(opcode, mask, &mut payload[..len]) {
                         Ok(ControlFrame::Ping(data)) => {
                             if !self.close_sent {
@@ -1093,7 +1091,7 @@ impl Core {
     /// binary message is handed over as a slice of the read buffer, a
     /// small one copied once into its `Bytes`.
     fn take_whole_message(&mut self, n: usize, text: bool) -> Result<Message, Error> {
-        let payload = &mut self.rbuf[..n];
+        let payload = &mut self.rbuf.unread_mut()[..n];
         let message = if text {
             self.decoder.payload_whole_text(payload);
             match simdutf8::basic::from_utf8(payload) {
@@ -1109,7 +1107,7 @@ impl Core {
             }
             Message::Binary(Bytes::copy_from_slice(payload))
         };
-        self.rbuf.advance(n);
+        self.rbuf.consume(n);
         Ok(message)
     }
 
@@ -1274,6 +1272,17 @@ fn put_header(out: &mut BytesMut, fin: bool, opcode: OpCode, len: usize) {
     let mut header = [0u8; MAX_HEADER_LEN];
     let n = encode_header(&mut header, fin, 0, opcode, None, len as u64);
     out.put_slice(&header[..n]);
+}
+
+/// Drops the first `n` bytes of the output queue, which were written. A
+/// queue written out whole is reset in place rather than advanced, so its
+/// next frames need no `reserve` to win the space back.
+fn consume_out(out: &mut BytesMut, n: usize) {
+    if n == out.len() {
+        out.clear();
+    } else {
+        out.advance(n);
+    }
 }
 
 /// Appends a whole unmasked frame.

@@ -6,6 +6,7 @@
 
 mod core;
 mod message;
+mod read_buffer;
 mod transport;
 mod websocket;
 
