@@ -102,18 +102,75 @@ pub(crate) struct Wakers {
     reader: AtomicWaker,
     writer: AtomicWaker,
     keep_alive: AtomicWaker,
-    /// Counts [`wake_all`](Self::wake_all)s, so that a poll that registers
-    /// its waker only after finding it must wait can tell whether a wake
-    /// came in between (see [`Shared::poll_with`]).
-    epoch: AtomicUsize,
+    /// The low bits: which parties registered a waker since the last
+    /// [`wake_all`](Self::wake_all), so it wakes only those. Above them: a
+    /// count of `wake_all`s, so that a poll that registers its waker only
+    /// after finding it must wait can tell whether a wake came in between
+    /// (see [`Shared::poll_with`]).
+    state: AtomicUsize,
+}
+
+/// [`Wakers::state`]'s bits for the parties.
+const PARTIES: usize = 0b111;
+/// One [`Wakers::wake_all`] in [`Wakers::state`]'s count.
+const EPOCH_ONE: usize = PARTIES + 1;
+
+impl Party {
+    fn bit(self) -> usize {
+        match self {
+            Party::Reader => 0b001,
+            Party::Writer => 0b010,
+            Party::KeepAlive => 0b100,
+        }
+    }
 }
 
 impl Wakers {
+    /// The count of wakes so far, for [`registered`](Self::registered).
+    fn epoch(&self) -> usize {
+        self.state.load(Ordering::SeqCst) & !PARTIES
+    }
+
+    /// Registers `waker` for `party`, after a poll that began at `epoch`
+    /// found it must wait. Returns whether a wake came since `epoch`,
+    /// which may have missed the new waker.
+    ///
+    /// The mark is a read-modify-write: if it comes before a `wake_all`'s,
+    /// that `wake_all` sees the mark and wakes the waker registered before
+    /// it; if after, it sees that `wake_all`'s count.
+    fn registered(&self, party: Party, waker: &Waker, epoch: usize) -> bool {
+        match party {
+            Party::Reader => self.reader.register(waker),
+            Party::Writer => self.writer.register(waker),
+            Party::KeepAlive => self.keep_alive.register(waker),
+        }
+        let before = self.state.fetch_or(party.bit(), Ordering::SeqCst);
+        before & !PARTIES != epoch
+    }
+
     fn wake_all(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.reader.wake();
-        self.writer.wake();
-        self.keep_alive.wake();
+        let mut current = self.state.load(Ordering::Relaxed);
+        let marked = loop {
+            let next = (current & !PARTIES).wrapping_add(EPOCH_ONE);
+            match self.state.compare_exchange_weak(
+                current,
+                next,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(before) => break before & PARTIES,
+                Err(actual) => current = actual,
+            }
+        };
+        if marked & Party::Reader.bit() != 0 {
+            self.reader.wake();
+        }
+        if marked & Party::Writer.bit() != 0 {
+            self.writer.wake();
+        }
+        if marked & Party::KeepAlive.bit() != 0 {
+            self.keep_alive.wake();
+        }
     }
 }
 
@@ -343,7 +400,7 @@ impl Shared {
         party: Party,
         f: impl FnOnce(&mut Core, &mut Context<'_>) -> Poll<R>,
     ) -> Poll<R> {
-        let epoch = self.wakers.epoch.load(Ordering::SeqCst);
+        let epoch = self.wakers.epoch();
         let mut io_cx = Context::from_waker(&self.proxy);
         let mut core = self.lock();
         let was_finished = core.state.is_finished();
@@ -355,19 +412,8 @@ impl Shared {
             // must see that the socket ended.
             self.wakers.wake_all();
         }
-        if result.is_pending() {
-            match party {
-                Party::Reader => self.wakers.reader.register(cx.waker()),
-                Party::Writer => self.wakers.writer.register(cx.waker()),
-                Party::KeepAlive => self.wakers.keep_alive.register(cx.waker()),
-            }
-            // A read-modify-write, not a load: if it comes before
-            // `wake_all`'s increment, it makes the registration above
-            // visible to that `wake_all`'s `wake`; if after, it sees the
-            // increment.
-            if self.wakers.epoch.fetch_add(0, Ordering::SeqCst) != epoch {
-                cx.waker().wake_by_ref();
-            }
+        if result.is_pending() && self.wakers.registered(party, cx.waker(), epoch) {
+            cx.waker().wake_by_ref();
         }
         result
     }
