@@ -12,7 +12,6 @@
 //! where a future can be dropped is a `Pending` from the I/O, which
 //! consumes nothing. That is what makes receive and send cancel-safe.
 
-use std::cell::Cell;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +28,7 @@ use tokio::sync::{Notify, watch};
 
 use super::message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
 use super::read_buffer::ReadBuffer;
+use super::spare;
 use crate::error::Error;
 use crate::protocol::close::truncate_reason;
 use crate::protocol::{
@@ -68,25 +68,6 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 /// reserves at most this much at a time, so a frame header announcing a
 /// large payload does not allocate before the bytes arrive.
 const MESSAGE_READ_CHUNK: usize = 256 * 1024;
-
-thread_local! {
-    /// One read buffer given back by a socket that went quiet, for the next
-    /// socket on this thread that needs one. Busy sockets in a closed loop
-    /// take turns going quiet, so without it each would free and allocate
-    /// a buffer per message; with it, a thread holds at most one spare
-    /// (of at most [`MAX_READ_SIZE`], or the receive buffer size if larger)
-    /// and an idle socket still holds none.
-    static SPARE_READ_BUFFER: Cell<Option<BytesMut>> = const { Cell::new(None) };
-}
-
-/// Gives a read buffer without an allocation this thread's spare, if any.
-fn take_spare_read_buffer(rbuf: &mut ReadBuffer) {
-    if !rbuf.has_allocation() {
-        if let Ok(Some(spare)) = SPARE_READ_BUFFER.try_with(Cell::take) {
-            rbuf.adopt(spare);
-        }
-    }
-}
 
 /// Who is polling, so the proxy waker can wake them all.
 #[derive(Clone, Copy, Debug)]
@@ -921,7 +902,9 @@ impl Core {
             // No buffer: take this thread's spare, or, if there is none,
             // wait for input before allocating one. (With a buffer at hand
             // the read itself checks readiness first, no system call.)
-            take_spare_read_buffer(&mut self.rbuf);
+            if let Some(spare) = spare::take_read_buffer() {
+                self.rbuf.adopt(spare);
+            }
             if !self.rbuf.has_allocation() {
                 match io.poll_read_ready(cx) {
                     Poll::Ready(Ok(())) => {}
@@ -985,16 +968,11 @@ impl Core {
     /// The read size learned under load is kept (it decays as reads come
     /// back small), so a busy socket does not relearn it every message.
     ///
-    /// The buffer goes to this thread's spare (see [`SPARE_READ_BUFFER`])
-    /// if that is empty and the buffer not oversized.
+    /// The buffer goes to this thread's spare (see [`spare`]) if that is
+    /// empty and the buffer not oversized.
     fn release_read_buffer(&mut self) {
         if let Some(buffer) = self.rbuf.take_if_empty() {
-            if buffer.capacity() <= MAX_READ_SIZE.max(self.rbuf_size) {
-                let _ = SPARE_READ_BUFFER.try_with(|spare| {
-                    let held = spare.take();
-                    spare.set(Some(held.unwrap_or(buffer)));
-                });
-            }
+            spare::give_read_buffer(buffer, MAX_READ_SIZE.max(self.rbuf_size));
         }
     }
 
@@ -1068,7 +1046,10 @@ impl Core {
                 let chunk = &self.rbuf.unread()[..n];
                 match &mut target {
                     Target::Slice(buf) => buf[..n].copy_from_slice(chunk),
-                    Target::Message { data, .. } => data.extend_from_slice(chunk),
+                    Target::Message { data, .. } => {
+                        use_message_spare(data, remaining);
+                        data.extend_from_slice(chunk);
+                    }
                     Target::Discard => {}
                 }
                 self.rbuf.consume(n);
@@ -1193,6 +1174,7 @@ impl Core {
                 if remaining < DIRECT_READ_MIN.max(self.read_size) {
                     return Poll::Ready(Ok(None));
                 }
+                use_message_spare(message, remaining as u64);
                 let start = message.len();
                 message.reserve(remaining.min(MESSAGE_READ_CHUNK));
                 let mut limited = (&mut **message).limit(remaining);
@@ -1253,6 +1235,8 @@ impl Core {
                     // Validated as it arrived; this cannot fail.
                     let text =
                         text_message(&data).map_err(|_| self.fail(ProtocolError::InvalidUtf8))?;
+                    // Copied out: the next large message can use it.
+                    spare::give_message_buffer(data);
                     return Poll::Ready(Ok(Message::Text(text)));
                 }
                 MessageType::Binary => {
@@ -1299,6 +1283,17 @@ impl Core {
 /// echoing 1 KiB text (callgrind, `loadgen --size 1024 --text`). simdutf8
 /// checks them at over 10 GiB/s, and the copy into the `String` costs less
 /// than std's check, without `unsafe`.
+/// Starts assembling a large message (`remaining` bytes of its current
+/// frame still to come) in this thread's spare message buffer, if there is
+/// one: no fresh allocation, no pages to fault in.
+fn use_message_spare(data: &mut BytesMut, remaining: u64) {
+    if data.capacity() == 0 && remaining >= spare::MESSAGE_SPARE_MIN as u64 {
+        if let Some(buffer) = spare::take_message_buffer() {
+            *data = buffer;
+        }
+    }
+}
+
 fn text_message(data: &[u8]) -> Result<String, simdutf8::basic::Utf8Error> {
     simdutf8::basic::from_utf8(data).map(str::to_owned)
 }

@@ -7,6 +7,7 @@
 mod core;
 mod message;
 mod read_buffer;
+mod spare;
 mod transport;
 mod websocket;
 

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::core::{CoreConfig, Liveness, Party, SendProgress, Shared, Target};
 use super::message::{Message, MessageType, ReceiveResult, WebSocketState};
+use super::spare;
 use super::transport::Transport;
 use crate::error::Error;
 use crate::options::{OptionsError, WebSocketOptions};
@@ -263,6 +264,10 @@ impl WebSocket {
     /// socket reads on into a fresh one. An application that keeps many
     /// received messages for a long time can copy them out
     /// (`Bytes::copy_from_slice`) to hold only their length.
+    ///
+    /// Messages of 64 KiB or more are assembled in an allocation reused
+    /// from an earlier large message when the thread has one: see
+    /// [`send_message`](Self::send_message).
     pub async fn receive_message(&mut self) -> Result<Message, Error> {
         self.reader.receive_message().await
     }
@@ -277,6 +282,15 @@ impl WebSocket {
     /// # Cancel safety
     ///
     /// As [`send`](Self::send).
+    ///
+    /// # Memory
+    ///
+    /// A message of 64 KiB or more that nothing else refers to once it is
+    /// written (a received message echoed back, typically) is not freed:
+    /// its allocation is kept for the next large message received on the
+    /// same thread, which then needs no fresh allocation (and the kernel
+    /// no fresh pages). A thread keeps at most 8 MiB of such buffers, and
+    /// no socket holds any while idle.
     pub async fn send_message(&mut self, message: Message) -> Result<(), Error> {
         self.writer.send_message(message).await
     }
@@ -510,9 +524,20 @@ impl WebSocketWriter {
     ///
     /// As [`WebSocket::send`].
     pub async fn send_message(&mut self, message: Message) -> Result<(), Error> {
+        // A large message's allocation, once written and let go of, is kept
+        // for the next large message received on this thread (an echo's
+        // reply typically is the received message).
         match message {
-            Message::Text(text) => self.send(text.as_bytes(), MessageType::Text, true).await,
-            Message::Binary(data) => self.send(&data, MessageType::Binary, true).await,
+            Message::Text(text) => {
+                let result = self.send(text.as_bytes(), MessageType::Text, true).await;
+                spare::recycle_text(text);
+                result
+            }
+            Message::Binary(data) => {
+                let result = self.send(&data, MessageType::Binary, true).await;
+                spare::recycle_message(data);
+                result
+            }
             Message::Close(frame) => match frame {
                 Some(frame) => self.close_output(frame.code, &frame.reason).await,
                 None => self.close_output(None, "").await,
