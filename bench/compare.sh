@@ -102,7 +102,9 @@ def sh(*c):
 json.dump({
     "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     "commit": sh("git", "rev-parse", "--short", "HEAD"),
-    "dirty": bool(sh("git", "status", "--porcelain", "--untracked-files=no")),
+    # The results directory itself does not count: this run rewrites it.
+    "dirty": bool(sh("git", "status", "--porcelain", "--untracked-files=no",
+                     "--", ".", ":(exclude)$RESULTS")),
     "loadavg_at_start": "$LOADAVG_AT_START".split(),
     "duration_s": "$DURATION",
     "rounds": "$ROUNDS",

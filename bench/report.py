@@ -216,7 +216,9 @@ def main():
         "kernel": platform.release(),
         "rustc": sh("rustc", "--version"),
         "commit": sh("git", "rev-parse", "--short", "HEAD"),
-        "dirty": bool(sh("git", "status", "--porcelain", "--untracked-files=no")),
+        # The output directory does not count: this report rewrites it.
+        "dirty": bool(sh("git", "status", "--porcelain", "--untracked-files=no",
+                         "--", ".", f":(exclude){args.out}")),
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "pinning": "server on CPU 0 with --threads 1, loadgen on CPU 1",
