@@ -651,6 +651,69 @@ async fn held_binary_messages_stay_intact_while_more_arrive() {
     tokio::join!(run_client(0), run_client(100));
 }
 
+/// Large messages are assembled in allocations reused from large messages
+/// sent before. One the application still holds after sending it must not
+/// be reused: every kept message stays intact, and every echo is right.
+#[tokio::test]
+async fn large_messages_reuse_only_allocations_no_one_holds() {
+    const SIZES: [usize; 8] = [
+        200_000, 65_536, 300_000, 70_000, 1_000_000, 100_000, 65_536, 250_000,
+    ];
+    fn pattern(index: usize, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|j| (index * 17 + j * 3 + j / 509) as u8)
+            .collect()
+    }
+    let (report, kept) = Report::new();
+    let addr = serve_socket_handler(move |mut socket: WebSocket| {
+        let report = report.clone();
+        async move {
+            // Every other message is kept after it is echoed; the others
+            // are let go of, so their allocations become spares.
+            let mut kept = Vec::new();
+            for index in 0..SIZES.len() {
+                let Ok(message) = socket.receive_message().await else {
+                    return;
+                };
+                if index % 2 == 0 {
+                    kept.push(message.clone());
+                }
+                if socket.send_message(message).await.is_err() {
+                    return;
+                }
+            }
+            report.send(kept);
+            message_echo(socket).await;
+        }
+    })
+    .await;
+    let mut client = connect(addr, "/ws").await;
+    for (index, len) in SIZES.into_iter().enumerate() {
+        let message = if index % 3 == 2 {
+            // Text too: its assembly buffer is recycled once copied out.
+            Message::text(String::from_utf8(vec![b'a' + (index as u8); len]).unwrap())
+        } else {
+            Message::binary(pattern(index, len))
+        };
+        assert_echo(&mut client, message).await;
+    }
+    let kept = tokio::time::timeout(TIMEOUT, kept)
+        .await
+        .expect("the handler reports in time")
+        .expect("the handler's report");
+    for (slot, message) in kept.into_iter().enumerate() {
+        let index = slot * 2;
+        let len = SIZES[index];
+        let intact = match message {
+            server::Message::Binary(data) => data[..] == pattern(index, len)[..],
+            server::Message::Text(text) => text.bytes().all(|b| b == b'a' + index as u8),
+            server::Message::Close(_) => false,
+        };
+        assert!(intact, "kept message {index} ({len} bytes) changed");
+    }
+    close_normally(&mut client).await;
+}
+
 /// `receive_message` validates a text message that arrives whole in one
 /// piece separately from one assembled from pieces: both must echo valid
 /// UTF-8 and answer invalid UTF-8 with 1007.
