@@ -124,6 +124,27 @@ pub(crate) enum ControlFrame<'a> {
     Close(Option<(CloseCode, &'a str)>),
 }
 
+/// A complete single-frame message found by [`Decoder::whole_frame`]: its
+/// payload is `buf[header_len..header_len + len]`, still masked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WholeFrame {
+    pub(crate) text: bool,
+    pub(crate) header_len: usize,
+    pub(crate) len: usize,
+    pub(crate) mask: [u8; 4],
+}
+
+impl WholeFrame {
+    /// Unmasks the payload in place in `buf` (the buffer the frame was
+    /// found in) and returns it.
+    #[inline]
+    pub(crate) fn unmask<'a>(&self, buf: &'a mut [u8]) -> &'a mut [u8] {
+        let payload = &mut buf[self.header_len..self.header_len + self.len];
+        apply_mask(payload, self.mask, 0);
+        payload
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct DataFrame {
     remaining: u64,
@@ -298,6 +319,52 @@ impl Decoder {
             }
             _ => None,
         }
+    }
+
+    /// The common case in one look, without changing any state: between
+    /// messages, `buf` starts with a complete, unfragmented text or binary
+    /// frame (FIN, no RSV bits, masked, a 7- or 16-bit length) whose
+    /// payload is all in `buf` and within both limits. Anything else is
+    /// `None`, and the caller takes the general path
+    /// ([`decode_header`](Self::decode_header)), which handles the rest
+    /// and reports violations. A frame taken this way leaves the decoder
+    /// exactly as the general path would: between messages.
+    #[inline]
+    pub(crate) fn whole_frame(&self, buf: &[u8]) -> Option<WholeFrame> {
+        if self.frame.is_some() || self.message.is_some() {
+            return None;
+        }
+        let [b0, b1, ..] = *buf else {
+            return None;
+        };
+        let text = match b0 {
+            0x81 => true,
+            0x82 => false,
+            _ => return None,
+        };
+        let (len, header_len) = match b1 {
+            0xFE => {
+                let bytes = buf.get(2..4)?;
+                (usize::from(u16::from_be_bytes([bytes[0], bytes[1]])), 8)
+            }
+            0x80..=0xFD => (usize::from(b1 & 0x7F), 6),
+            // Unmasked (a violation), or a 64-bit length.
+            _ => return None,
+        };
+        let mask = buf.get(header_len - 4..header_len)?;
+        let mask = [mask[0], mask[1], mask[2], mask[3]];
+        if buf.len() - header_len < len
+            || len as u64 > self.limits.max_frame_size
+            || len as u64 > self.limits.max_message_size
+        {
+            return None;
+        }
+        Some(WholeFrame {
+            text,
+            header_len,
+            len,
+            mask,
+        })
     }
 
     /// Unmasks a whole text message (see
@@ -564,5 +631,107 @@ mod tests {
             d.control(OpCode::Close, MASK, &mut payload),
             Ok(ControlFrame::Close(Some((CloseCode::NORMAL, "ok"))))
         );
+    }
+
+    /// The general path over `buf` from a decoder between messages: a
+    /// whole single-frame message's (text, header length, unmasked
+    /// payload), if that is what `buf` starts with.
+    fn general_whole_frame(limits: Limits, buf: &[u8]) -> Option<(bool, usize, Vec<u8>)> {
+        let mut decoder = Decoder::new(limits);
+        let (header, header_len) = decoder.decode_header(buf).ok()??;
+        let Header::Data { text, len, .. } = header else {
+            return None;
+        };
+        let len = usize::try_from(len).ok()?;
+        let mut payload = buf.get(header_len..header_len.checked_add(len)?)?.to_vec();
+        let done = if len == 0 {
+            decoder.message.is_none()
+        } else {
+            decoder.payload(&mut payload).ok()? && decoder.remaining() == 0
+        };
+        (done && decoder.message_is_text().is_none()).then_some((text, header_len, payload))
+    }
+
+    #[test]
+    fn whole_frame_takes_only_a_decoder_between_messages() {
+        let wire = frame(true, 0, OpCode::Binary, b"abc");
+        let mut decoder = Decoder::new(limits());
+        assert!(decoder.whole_frame(&wire).is_some());
+        decoder
+            .decode_header(&frame(false, 0, OpCode::Text, b"x"))
+            .unwrap();
+        assert_eq!(decoder.whole_frame(&wire), None, "inside a frame");
+        decoder.payload(&mut [b'x' ^ MASK[0]]).unwrap();
+        assert_eq!(decoder.whole_frame(&wire), None, "inside a message");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// The fast path agrees with the general one: whatever it takes,
+        /// the general path takes as the same whole message (same type,
+        /// header length and payload) and leaves the decoder between
+        /// messages; and every whole single-frame message with a 7- or
+        /// 16-bit length that the general path takes without error, the
+        /// fast path takes too. Random headers, lengths around the limits,
+        /// and cut-off buffers.
+        #[test]
+        fn whole_frame_agrees_with_the_general_path(
+            (b0, masked, len_form) in (
+                proptest::sample::select(vec![0x81u8, 0x82, 0x80, 0x01, 0x02, 0x88, 0x89, 0x8A, 0x91, 0xA2, 0xC1, 0x83, 0x00]),
+                proptest::bool::ANY,
+                0u8..3,
+            ),
+            len in proptest::prop_oneof![0usize..130, 0usize..700],
+            // Limits near the length: under, at, or over it.
+            (frame_over, message_over) in (-2i64..3, -2i64..3),
+            // Bytes cut off the end: none half the time.
+            cut in proptest::prop_oneof![proptest::strategy::Just(0usize), 0usize..20],
+            payload_seed in proptest::prelude::any::<u8>(),
+        ) {
+            let max_frame = (len as i64 + frame_over).max(0) as u64;
+            let max_message = (len as i64 + message_over).max(0) as u64;
+            let limits = Limits { max_message_size: max_message, max_frame_size: max_frame };
+            let mut buf = vec![b0];
+            let mask_bit = if masked { 0x80 } else { 0 };
+            match len_form {
+                0 if len < 126 => buf.push(mask_bit | len as u8),
+                0 | 1 => {
+                    buf.push(mask_bit | 126);
+                    buf.extend_from_slice(&(len as u16).to_be_bytes());
+                }
+                _ => {
+                    buf.push(mask_bit | 127);
+                    buf.extend_from_slice(&(len as u64).to_be_bytes());
+                }
+            }
+            if masked {
+                buf.extend_from_slice(&MASK);
+            }
+            // ASCII (valid text) for even seeds, anything for odd ones.
+            let byte_mask = if payload_seed % 2 == 0 { 0x7F } else { 0xFF };
+            buf.extend((0..len).map(|i| ((i as u8).wrapping_mul(payload_seed) ^ 0x5a) & byte_mask));
+            buf.truncate(buf.len().saturating_sub(cut).max(1));
+
+            let decoder = Decoder::new(limits);
+            // The fast path leaves UTF-8 to its caller, which fails the
+            // connection as the general path does.
+            let fast = decoder.whole_frame(&buf).and_then(|frame| {
+                let mut copy = buf.clone();
+                let payload = frame.unmask(&mut copy).to_vec();
+                let valid = !frame.text || std::str::from_utf8(&payload).is_ok();
+                valid.then_some((frame.text, frame.header_len, payload))
+            });
+            let general = general_whole_frame(limits, &buf);
+            match (&fast, &general) {
+                (Some(fast), Some(general)) => proptest::prop_assert_eq!(fast, general),
+                (Some(fast), None) => proptest::prop_assert!(false, "fast path took {fast:?}, general did not"),
+                (None, Some((_, header_len, _))) => proptest::prop_assert!(
+                    *header_len > 8 || b0 & 0x0F == 0,
+                    "general path took a message the fast path left: {buf:02x?}"
+                ),
+                (None, None) => {}
+            }
+        }
     }
 }

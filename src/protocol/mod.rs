@@ -23,5 +23,5 @@ pub(crate) mod utf8;
 
 pub use close::CloseCode;
 pub use decoder::ProtocolError;
-pub(crate) use decoder::{ControlFrame, Decoder, Header, Limits};
+pub(crate) use decoder::{ControlFrame, Decoder, Header, Limits, WholeFrame};
 pub(crate) use frame::{MAX_HEADER_LEN, OpCode, encode_header};

@@ -33,7 +33,7 @@ use crate::error::Error;
 use crate::protocol::close::truncate_reason;
 use crate::protocol::{
     CloseCode, ControlFrame, Decoder, Header, Limits, MAX_HEADER_LEN, OpCode, ProtocolError,
-    encode_header,
+    WholeFrame, encode_header,
 };
 
 /// Payloads up to this size are copied behind their header and written
@@ -562,7 +562,11 @@ impl Core {
     /// Moves pending control frames into the output, unless a large frame
     /// is being written. A Close frame goes last: nothing follows it.
     fn stage_control(&mut self) {
-        if self.frame_in_progress {
+        // Checked before any `take`: moving a `ControlPayload` out copies
+        // its 125 bytes, and this runs on every write.
+        if self.frame_in_progress
+            || !(self.pending_pong.is_some() || self.pending_ping || self.pending_close.is_some())
+        {
             return;
         }
         if let Some(pong) = self.pending_pong.take() {
@@ -1112,6 +1116,30 @@ impl Core {
         }
     }
 
+    /// Takes the single-frame message [`Decoder::whole_frame`] found at the
+    /// front of the read buffer, as [`take_whole_message`] does once the
+    /// header is consumed: text validated in one pass while copied into
+    /// its `String`, large binary as a slice of the read buffer, small
+    /// binary copied once.
+    ///
+    /// [`take_whole_message`]: Self::take_whole_message
+    fn take_whole_frame(&mut self, frame: WholeFrame) -> Result<Message, Error> {
+        let payload = frame.unmask(self.rbuf.unread_mut());
+        let message = if frame.text {
+            match simdutf8::basic::from_utf8(payload) {
+                Ok(valid) => Message::Text(valid.to_owned()),
+                Err(_) => return Err(self.fail(ProtocolError::InvalidUtf8)),
+            }
+        } else if frame.len >= SHARE_MIN {
+            self.rbuf.consume(frame.header_len);
+            return Ok(Message::Binary(self.rbuf.split_to(frame.len).freeze()));
+        } else {
+            Message::Binary(Bytes::copy_from_slice(payload))
+        };
+        self.rbuf.consume(frame.header_len + frame.len);
+        Ok(message)
+    }
+
     /// Takes a message whose whole payload is the first `n` buffered bytes
     /// (see [`Decoder::whole_message`]) without the assembly buffer: text is
     /// validated in one pass while it is copied into its `String`; a large
@@ -1207,6 +1235,18 @@ impl Core {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Message, Error>> {
         loop {
+            if matches!(self.state, WebSocketState::Open | WebSocketState::CloseSent) {
+                // The common case first: a whole single-frame message at
+                // the front of the read buffer, or nothing buffered between
+                // messages (wait for input, then look again).
+                if let Some(frame) = self.decoder.whole_frame(self.rbuf.unread()) {
+                    return Poll::Ready(self.take_whole_frame(frame));
+                }
+                if self.rbuf.is_empty() && self.decoder.remaining() == 0 {
+                    ready!(self.poll_fill(cx))?;
+                    continue;
+                }
+            }
             let mut message = std::mem::take(&mut self.message);
             let mut whole = None;
             let result = self.poll_receive(

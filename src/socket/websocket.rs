@@ -208,8 +208,11 @@ impl WebSocket {
     /// Cancel-safe: if the future is dropped before it completes, no data
     /// was consumed, and the next receive continues where this one would
     /// have.
-    pub async fn receive(&mut self, buf: &mut [u8]) -> Result<ReceiveResult, Error> {
-        self.reader.receive(buf).await
+    pub fn receive<'a>(
+        &'a mut self,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = Result<ReceiveResult, Error>> + Send + 'a {
+        self.reader.receive(buf)
     }
 
     /// Sends `payload` as one frame of a message of `message_type` (ASP.NET
@@ -232,15 +235,13 @@ impl WebSocket {
     /// Once polled, the frame is sent whole even if the future is dropped:
     /// the unwritten rest is queued and goes out before anything else the
     /// socket writes, so the stream never carries half a frame.
-    pub async fn send(
-        &mut self,
-        payload: &[u8],
+    pub fn send<'a>(
+        &'a mut self,
+        payload: &'a [u8],
         message_type: MessageType,
         end_of_message: bool,
-    ) -> Result<(), Error> {
-        self.writer
-            .send(payload, message_type, end_of_message)
-            .await
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
+        self.writer.send(payload, message_type, end_of_message)
     }
 
     /// Receives the next whole message. A received [`Message::Close`] has
@@ -268,8 +269,8 @@ impl WebSocket {
     /// Messages of 64 KiB or more are assembled in an allocation reused
     /// from an earlier large message when the thread has one: see
     /// [`send_message`](Self::send_message).
-    pub async fn receive_message(&mut self) -> Result<Message, Error> {
-        self.reader.receive_message().await
+    pub fn receive_message(&mut self) -> impl Future<Output = Result<Message, Error>> + Send + '_ {
+        self.reader.receive_message()
     }
 
     /// Sends a whole message; [`Message::Close`] is
@@ -291,8 +292,11 @@ impl WebSocket {
     /// same thread, which then needs no fresh allocation (and the kernel
     /// no fresh pages). A thread keeps at most 8 MiB of such buffers, and
     /// no socket holds any while idle.
-    pub async fn send_message(&mut self, message: Message) -> Result<(), Error> {
-        self.writer.send_message(message).await
+    pub fn send_message(
+        &mut self,
+        message: Message,
+    ) -> impl Future<Output = Result<(), Error>> + Send + '_ {
+        self.writer.send_message(message)
     }
 
     /// Closes the socket with the full handshake (ASP.NET `CloseAsync`):
@@ -426,8 +430,11 @@ impl WebSocketReader {
     /// # Cancel safety
     ///
     /// Cancel-safe, as [`WebSocket::receive`].
-    pub async fn receive(&mut self, buf: &mut [u8]) -> Result<ReceiveResult, Error> {
-        poll_fn(|cx| self.poll_receive(cx, Target::Slice(&mut *buf))).await
+    pub fn receive<'a>(
+        &'a mut self,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = Result<ReceiveResult, Error>> + Send + 'a {
+        poll_fn(move |cx| self.poll_receive(cx, Target::Slice(&mut *buf)))
     }
 
     /// See [`WebSocket::receive_message`].
@@ -439,8 +446,8 @@ impl WebSocketReader {
     /// # Cancel safety
     ///
     /// Cancel-safe, as [`WebSocket::receive_message`].
-    pub async fn receive_message(&mut self) -> Result<Message, Error> {
-        poll_fn(|cx| self.poll_receive_message(cx)).await
+    pub fn receive_message(&mut self) -> impl Future<Output = Result<Message, Error>> + Send + '_ {
+        poll_fn(move |cx| self.poll_receive_message(cx))
     }
 
     fn poll_receive_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, Error>> {
@@ -465,17 +472,83 @@ impl WebSocketReader {
     }
 }
 
-/// Completes a cancelled send so the stream never carries half a frame.
-struct SendGuard<'a> {
+/// What a [`SendFuture`] sends.
+enum Outgoing<'a> {
+    /// One frame of the buffer-based API.
+    Frame {
+        payload: &'a [u8],
+        message_type: MessageType,
+        end_of_message: bool,
+    },
+    /// A whole message, owned by the future.
+    Message(Message),
+}
+
+/// A send: one future from the caller's `.await` down to the core, with no
+/// async layers in between (each would cost a state machine per message).
+///
+/// Dropped before it completes, it keeps the stream whole: the unwritten
+/// rest of a half-written frame is queued. Once done (or dropped), a sent
+/// message's allocation goes to this thread's spares if it is large and
+/// no one else holds it.
+struct SendFuture<'a> {
     shared: &'a Shared,
-    payload: &'a [u8],
+    outgoing: Outgoing<'a>,
     progress: SendProgress,
 }
 
-impl Drop for SendGuard<'_> {
+impl Future for SendFuture<'_> {
+    type Output = Result<(), Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let (payload, message_type, end_of_message) = match &this.outgoing {
+            Outgoing::Frame {
+                payload,
+                message_type,
+                end_of_message,
+            } => (*payload, *message_type, *end_of_message),
+            Outgoing::Message(Message::Text(text)) => (text.as_bytes(), MessageType::Text, true),
+            Outgoing::Message(Message::Binary(data)) => (&data[..], MessageType::Binary, true),
+            Outgoing::Message(Message::Close(frame)) => {
+                if let SendProgress::NotStarted = this.progress {
+                    let (code, reason) = match frame {
+                        Some(frame) => (Some(frame.code), frame.reason.as_str()),
+                        None => (None, ""),
+                    };
+                    this.shared.lock().start_close(code, reason)?;
+                    this.progress = SendProgress::Flushing;
+                }
+                return this
+                    .shared
+                    .poll_with(cx, Party::Writer, |core, io_cx| core.poll_flush(io_cx));
+            }
+        };
+        let progress = &mut this.progress;
+        this.shared.poll_with(cx, Party::Writer, |core, io_cx| {
+            core.poll_send(io_cx, payload, message_type, end_of_message, progress)
+        })
+    }
+}
+
+impl Drop for SendFuture<'_> {
     fn drop(&mut self) {
         if let SendProgress::Streaming { .. } = self.progress {
-            self.shared.lock().cancel_send(self.payload, &self.progress);
+            let payload = match &self.outgoing {
+                Outgoing::Frame { payload, .. } => payload,
+                Outgoing::Message(Message::Text(text)) => text.as_bytes(),
+                Outgoing::Message(Message::Binary(data)) => &data[..],
+                Outgoing::Message(Message::Close(_)) => &[][..],
+            };
+            self.shared.lock().cancel_send(payload, &self.progress);
+        }
+        // A large message's allocation, written and let go of, is kept for
+        // the next large message received on this thread (an echo's reply
+        // typically is the received message).
+        match std::mem::replace(&mut self.outgoing, Outgoing::Message(Message::Close(None))) {
+            Outgoing::Message(Message::Text(text)) => spare::recycle_text(text),
+            Outgoing::Message(Message::Binary(data)) => spare::recycle_message(data),
+            _ => {}
         }
     }
 }
@@ -490,28 +563,21 @@ impl WebSocketWriter {
     /// # Cancel safety
     ///
     /// As [`WebSocket::send`].
-    pub async fn send(
-        &mut self,
-        payload: &[u8],
+    pub fn send<'a>(
+        &'a mut self,
+        payload: &'a [u8],
         message_type: MessageType,
         end_of_message: bool,
-    ) -> Result<(), Error> {
-        let mut guard = SendGuard {
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
+        SendFuture {
             shared: &self.shared,
-            payload,
-            progress: SendProgress::NotStarted,
-        };
-        poll_fn(|cx| {
-            let SendGuard {
-                shared,
+            outgoing: Outgoing::Frame {
                 payload,
-                progress,
-            } = &mut guard;
-            shared.poll_with(cx, Party::Writer, |core, io_cx| {
-                core.poll_send(io_cx, payload, message_type, end_of_message, progress)
-            })
-        })
-        .await
+                message_type,
+                end_of_message,
+            },
+            progress: SendProgress::NotStarted,
+        }
     }
 
     /// See [`WebSocket::send_message`].
@@ -523,25 +589,14 @@ impl WebSocketWriter {
     /// # Cancel safety
     ///
     /// As [`WebSocket::send`].
-    pub async fn send_message(&mut self, message: Message) -> Result<(), Error> {
-        // A large message's allocation, once written and let go of, is kept
-        // for the next large message received on this thread (an echo's
-        // reply typically is the received message).
-        match message {
-            Message::Text(text) => {
-                let result = self.send(text.as_bytes(), MessageType::Text, true).await;
-                spare::recycle_text(text);
-                result
-            }
-            Message::Binary(data) => {
-                let result = self.send(&data, MessageType::Binary, true).await;
-                spare::recycle_message(data);
-                result
-            }
-            Message::Close(frame) => match frame {
-                Some(frame) => self.close_output(frame.code, &frame.reason).await,
-                None => self.close_output(None, "").await,
-            },
+    pub fn send_message(
+        &mut self,
+        message: Message,
+    ) -> impl Future<Output = Result<(), Error>> + Send + '_ {
+        SendFuture {
+            shared: &self.shared,
+            outgoing: Outgoing::Message(message),
+            progress: SendProgress::NotStarted,
         }
     }
 
