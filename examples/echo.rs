@@ -43,7 +43,6 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use futures_util::future::{AbortHandle, Abortable};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -56,8 +55,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower_websockets::{
-    CloseCode, Error, Message, MessageType, WebSocket, WebSocketLayer, WebSocketOptions,
-    WebSocketUpgrade,
+    CloseCode, Error, Message, MessageType, WebSocket, WebSocketHandle, WebSocketLayer,
+    WebSocketOptions, WebSocketUpgrade,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -65,6 +64,9 @@ const DEFAULT_ADDR: &str = "127.0.0.1:5000";
 
 /// The echo loop's buffer, as in the ASP.NET sample (`new byte[1024 * 4]`).
 const BUFFER_SIZE: usize = 4 * 1024;
+
+/// The reason of the Close frame sockets get on shutdown.
+const GOING_AWAY_REASON: &str = "server is shutting down";
 
 /// How long Ctrl-C waits for connections and sockets to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -273,33 +275,25 @@ async fn route(
     Ok(response)
 }
 
-/// `AcceptWebSocketAsync`, then the echo loop until it ends or shutdown
-/// is requested; then close with 1001 (going away). Errors are only
-/// logged: the client has already seen them as the socket closing or
-/// dropping.
+/// `AcceptWebSocketAsync`, then the echo loop until the client closes.
+/// On shutdown the server closes the socket with 1001 (going away) through
+/// its handle, from outside the loop; the loop then sees the client's
+/// answering Close and ends as usual. Errors are only logged: the client
+/// has already seen them as the socket closing or dropping.
 async fn accept_and_echo(upgrade: WebSocketUpgrade, mode: Mode, shutdown: ShutdownWatch) {
     let result = match upgrade.accept().await {
-        Ok(mut socket) => {
-            let echoed = shutdown
-                .run_until_requested(async {
-                    match mode {
-                        Mode::AspNet => echo(&mut socket).await,
-                        Mode::Message => echo_messages(&mut socket).await,
-                    }
-                })
-                .await;
-            match echoed {
-                Some(result) => result,
-                // The loop was dropped at an await: `receive` and
-                // `receive_message` are cancel-safe (nothing is lost), and
-                // a cancelled send still completes the frame it started.
-                None => {
-                    socket
-                        .close(CloseCode::GOING_AWAY, "server is shutting down")
-                        .await
-                }
+        Ok(mut socket) => match shutdown.register(&socket) {
+            Some(registered) => {
+                let result = match mode {
+                    Mode::AspNet => echo(&mut socket).await,
+                    Mode::Message => echo_messages(&mut socket).await,
+                };
+                drop(registered);
+                result
             }
-        }
+            // Accepted while the server was stopping.
+            None => socket.close(CloseCode::GOING_AWAY, GOING_AWAY_REASON).await,
+        },
         Err(error) => Err(error),
     };
     match result {
@@ -379,13 +373,13 @@ struct ShutdownWatch {
     running: Arc<Mutex<Running>>,
 }
 
-/// The work that [`ShutdownWatch::run_until_requested`] is running, to
-/// abort on shutdown.
+/// The sockets [`ShutdownWatch::register`] registered, to close on
+/// shutdown.
 #[derive(Default)]
 struct Running {
     stopping: bool,
     next_id: u64,
-    handles: HashMap<u64, AbortHandle>,
+    sockets: HashMap<u64, WebSocketHandle>,
 }
 
 impl Shutdown {
@@ -406,12 +400,18 @@ impl Shutdown {
     /// Signals every watcher and waits at most `grace` for all of them to be
     /// dropped; returns how many are left.
     async fn shutdown(self, grace: Duration) -> usize {
-        {
+        let sockets: Vec<WebSocketHandle> = {
             let mut running = lock(&self.running);
             running.stopping = true;
-            for (_, handle) in running.handles.drain() {
-                handle.abort();
-            }
+            running.sockets.drain().map(|(_, socket)| socket).collect()
+        };
+        // Each socket's own loop sees the client's answering Close and
+        // ends; a client that does not answer is cut off after the close
+        // timeout.
+        for socket in sockets {
+            tokio::spawn(async move {
+                let _ = socket.close(CloseCode::GOING_AWAY, GOING_AWAY_REASON).await;
+            });
         }
         self.tx.send_replace(());
         let _ = tokio::time::timeout(grace, self.tx.closed()).await;
@@ -426,36 +426,30 @@ impl ShutdownWatch {
         let _ = self.rx.changed().await;
     }
 
-    /// Runs `work` until it completes (`Some` of its output) or shutdown is
-    /// requested (`None`; `work` is dropped at the await it was in).
+    /// Registers `socket` to be closed on shutdown, for as long as the
+    /// returned guard lives; `None` if shutdown has begun.
     ///
-    /// For long-lived work such as a socket's echo loop. `select!` against
-    /// [`requested`](Self::requested) does the same, but it polls the
-    /// watch again whenever the loop waits, once per message, and that
-    /// costs about as much as receiving a small message. An [`Abortable`]
-    /// costs an atomic load and a waker registration.
-    async fn run_until_requested<F: Future>(&self, work: F) -> Option<F::Output> {
-        let (handle, registration) = AbortHandle::new_pair();
-        let id = {
-            let mut running = lock(&self.running);
-            if running.stopping {
-                return None;
-            }
-            let id = running.next_id;
-            running.next_id += 1;
-            running.handles.insert(id, handle);
-            id
-        };
-        // Forgets the handle however this future ends, dropped included.
-        let _registered = Registered {
+    /// The socket is closed through its [`WebSocketHandle`], so the echo
+    /// loop needs no shutdown signal of its own: a `select!` against
+    /// [`requested`](Self::requested) would poll the watch again whenever
+    /// the loop waits, once per message, and an `Abortable` would register
+    /// a waker each time.
+    fn register(&self, socket: &WebSocket) -> Option<Registered<'_>> {
+        let mut running = lock(&self.running);
+        if running.stopping {
+            return None;
+        }
+        let id = running.next_id;
+        running.next_id += 1;
+        running.sockets.insert(id, socket.handle());
+        Some(Registered {
             running: &self.running,
             id,
-        };
-        Abortable::new(work, registration).await.ok()
+        })
     }
 }
 
-/// Removes a finished [`ShutdownWatch::run_until_requested`]'s handle.
+/// Forgets a registered socket once its loop has ended.
 struct Registered<'a> {
     running: &'a Mutex<Running>,
     id: u64,
@@ -463,7 +457,7 @@ struct Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        lock(self.running).handles.remove(&self.id);
+        lock(self.running).sockets.remove(&self.id);
     }
 }
 

@@ -134,8 +134,8 @@ pub use options::{
 pub use protocol::close::InvalidCloseCode;
 pub use protocol::{CloseCode, ProtocolError};
 pub use socket::{
-    CloseFrame, Message, MessageType, ReceiveResult, WebSocket, WebSocketReader, WebSocketState,
-    WebSocketWriter,
+    CloseFrame, Message, MessageType, ReceiveResult, WebSocket, WebSocketHandle, WebSocketReader,
+    WebSocketState, WebSocketWriter,
 };
 pub use upgrade::{AcceptOptions, WebSocketUpgrade};
 

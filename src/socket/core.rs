@@ -400,7 +400,7 @@ impl Shared {
     }
 
     /// Resolves once the socket is finished: closed, aborted or dropped.
-    pub(crate) fn finished(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+    pub(crate) fn finished(&self) -> impl std::future::Future<Output = ()> + Send + use<> {
         let mut rx = self.finished_rx.clone();
         async move {
             // An error means the sender is gone: the socket was dropped.
@@ -417,6 +417,42 @@ impl Shared {
     pub(crate) fn abort(&self) {
         self.lock().abort();
         self.wakers.wake_all();
+    }
+
+    /// Queues this side's Close frame for a [`WebSocketHandle`] on another
+    /// task, and gets it written without polling the I/O from there: a
+    /// pending receive is woken and writes it when it finds the input dry,
+    /// and the background task writes it if no one is receiving. Returns
+    /// the close timeout, for the caller's wait.
+    ///
+    /// [`WebSocketHandle`]: crate::WebSocketHandle
+    pub(crate) fn close_from_handle(
+        &self,
+        status: Option<CloseCode>,
+        reason: &str,
+    ) -> Result<Duration, Error> {
+        let mut core = self.lock();
+        if core.start_close(status, reason)? {
+            if core.state == WebSocketState::Closed && !core.frame_in_progress {
+                // The peer's Close had arrived: the handshake is complete.
+                core.linger();
+            } else {
+                core.deferred = true;
+                core.flush_notify.notify_one();
+            }
+        }
+        let timeout = core.close_timeout;
+        drop(core);
+        self.wakers.wake_all();
+        Ok(timeout)
+    }
+
+    /// The peer did not answer our Close in time: abort, waking every
+    /// party so pending operations see it.
+    pub(crate) fn close_timed_out(&self) -> Error {
+        let error = self.lock().close_timed_out();
+        self.wakers.wake_all();
+        error
     }
 
     /// The keep-alive timeout expired: check the peer, abort it if silent.
@@ -561,14 +597,20 @@ impl Core {
 
     /// Moves pending control frames into the output, unless a large frame
     /// is being written. A Close frame goes last: nothing follows it.
+    #[inline]
     fn stage_control(&mut self) {
-        // Checked before any `take`: moving a `ControlPayload` out copies
-        // its 125 bytes, and this runs on every write.
-        if self.frame_in_progress
-            || !(self.pending_pong.is_some() || self.pending_ping || self.pending_close.is_some())
+        // Checked here, inline, before any `take`: moving a
+        // `ControlPayload` out copies its 125 bytes, and this runs on
+        // every write.
+        if !self.frame_in_progress
+            && (self.pending_pong.is_some() || self.pending_ping || self.pending_close.is_some())
         {
-            return;
+            self.stage_pending_control();
         }
+    }
+
+    #[cold]
+    fn stage_pending_control(&mut self) {
         if let Some(pong) = self.pending_pong.take() {
             if !self.close_sent || self.pending_close.is_some() {
                 put_frame(&mut self.out, true, OpCode::Pong, pong.as_slice());
@@ -620,9 +662,13 @@ impl Core {
     /// Writes queued output and control frames if nothing else is writing;
     /// never waits. Used by the reader so pongs and coalesced replies go out
     /// while it receives.
+    #[inline]
     fn try_write_control(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         if self.frame_in_progress
-            || (self.out.is_empty() && self.pending_pong.is_none() && !self.pending_ping)
+            || (self.out.is_empty()
+                && self.pending_pong.is_none()
+                && !self.pending_ping
+                && self.pending_close.is_none())
         {
             return Ok(());
         }
@@ -1367,6 +1413,7 @@ fn consume_out(out: &mut BytesMut, n: usize) {
 }
 
 /// Appends a whole unmasked frame.
+#[inline]
 fn put_frame(out: &mut BytesMut, fin: bool, opcode: OpCode, payload: &[u8]) {
     out.reserve(MAX_HEADER_LEN + payload.len());
     put_header(out, fin, opcode, payload.len());

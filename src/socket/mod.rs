@@ -5,12 +5,14 @@
 //! [`websocket`] is the public surface; [`message`] the values it trades.
 
 mod core;
+mod handle;
 mod message;
 mod read_buffer;
 mod spare;
 mod transport;
 mod websocket;
 
+pub use handle::WebSocketHandle;
 pub use message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
 pub(crate) use transport::Transport;
 pub(crate) use websocket::SocketConfig;

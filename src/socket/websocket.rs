@@ -14,6 +14,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::core::{CoreConfig, Liveness, Party, SendProgress, Shared, Target};
+use super::handle::WebSocketHandle;
 use super::message::{Message, MessageType, ReceiveResult, WebSocketState};
 use super::spare;
 use super::transport::Transport;
@@ -403,6 +404,13 @@ impl WebSocket {
         self.writer.shared.finished()
     }
 
+    /// A handle for other tasks: close or abort this socket, or wait for
+    /// it to finish, while this task keeps receiving and sending (a server's
+    /// graceful shutdown, typically). See [`WebSocketHandle`].
+    pub fn handle(&self) -> WebSocketHandle {
+        self.writer.handle()
+    }
+
     /// Splits the socket into a reader and a writer that can be used from
     /// two tasks at once.
     pub fn split(self) -> (WebSocketReader, WebSocketWriter) {
@@ -469,6 +477,11 @@ impl WebSocketReader {
     /// See [`WebSocket::finished`].
     pub fn finished(&self) -> impl Future<Output = ()> + Send + 'static {
         self.shared.finished()
+    }
+
+    /// See [`WebSocket::handle`].
+    pub fn handle(&self) -> WebSocketHandle {
+        WebSocketHandle::new(Arc::downgrade(&self.shared))
     }
 }
 
@@ -641,6 +654,11 @@ impl WebSocketWriter {
     /// See [`WebSocket::finished`].
     pub fn finished(&self) -> impl Future<Output = ()> + Send + 'static {
         self.shared.finished()
+    }
+
+    /// See [`WebSocket::handle`].
+    pub fn handle(&self) -> WebSocketHandle {
+        WebSocketHandle::new(Arc::downgrade(&self.shared))
     }
 }
 

@@ -1,0 +1,213 @@
+//! `WebSocketHandle`: closing and aborting a socket from another task while
+//! its owner is receiving, against an independent client
+//! (tokio-tungstenite) and a raw one that never answers.
+
+mod common;
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as ClientMessage;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as ClientCloseCode;
+use tower::ServiceBuilder;
+use tower_websockets::{
+    CloseCode, Error, Message, WebSocketHandle, WebSocketLayer, WebSocketOptions, WebSocketState,
+};
+
+/// What the server's owner task saw.
+#[derive(Debug)]
+enum Owner {
+    /// The owner's receive returned this.
+    Received(Result<Message, Error>),
+    /// The owner's `close` after the peer's Close, and the final state.
+    Closed(Result<(), Error>, WebSocketState),
+}
+
+/// Serves sockets whose owner receives once (after `busy`), reports what it
+/// got, answers a Close with `close`, and reports that; the socket's handle
+/// goes to the test first.
+async fn serve_owner(
+    options: WebSocketOptions,
+    busy: Duration,
+) -> (
+    std::net::SocketAddr,
+    mpsc::UnboundedReceiver<WebSocketHandle>,
+    mpsc::UnboundedReceiver<Owner>,
+) {
+    let (handles_tx, handles) = mpsc::unbounded_channel();
+    let (owner_tx, owner) = mpsc::unbounded_channel();
+    let service = ServiceBuilder::new()
+        .layer(WebSocketLayer::new(options).unwrap())
+        .service_fn(move |mut req: Request<Incoming>| {
+            let handles_tx = handles_tx.clone();
+            let owner_tx = owner_tx.clone();
+            async move {
+                let upgrade = tower_websockets::WebSocketUpgrade::from_request(&mut req).unwrap();
+                drop(req);
+                let mut socket = upgrade.accept().await.unwrap();
+                handles_tx.send(socket.handle()).unwrap();
+                tokio::time::sleep(busy).await;
+                let received = socket.receive_message().await;
+                let close = matches!(received, Ok(Message::Close(_)));
+                owner_tx.send(Owner::Received(received)).unwrap();
+                if close {
+                    let result = socket.close(None, "").await;
+                    owner_tx
+                        .send(Owner::Closed(result, socket.state()))
+                        .unwrap();
+                }
+                Ok::<_, Infallible>(Response::<Body>::default())
+            }
+        });
+    (serve(service).await, handles, owner)
+}
+
+async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(TIMEOUT, rx.recv())
+        .await
+        .expect("in time")
+        .expect("a report")
+}
+
+/// The owner is waiting in `receive_message`; another task closes with
+/// 1001. The client gets the Close with its reason and answers; the
+/// owner's receive returns that Close, its `close` completes at once, and
+/// the handle's `close` returns once the socket is finished.
+#[tokio::test]
+async fn close_from_a_handle_while_the_owner_receives() {
+    let (addr, mut handles, mut owner) =
+        serve_owner(WebSocketOptions::default(), Duration::ZERO).await;
+    let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    let handle = next(&mut handles).await;
+    // Let the owner get to its pending receive.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let closing = tokio::spawn(async move {
+        handle
+            .close(CloseCode::GOING_AWAY, "server is shutting down")
+            .await
+    });
+    match client.next().await {
+        Some(Ok(ClientMessage::Close(Some(frame)))) => {
+            assert_eq!(frame.code, ClientCloseCode::Away);
+            assert_eq!(frame.reason.as_str(), "server is shutting down");
+        }
+        other => panic!("expected the server's Close, got {other:?}"),
+    }
+    // tungstenite answers the Close as it reads it; drain to the end.
+    while let Some(Ok(_)) = client.next().await {}
+    match next(&mut owner).await {
+        Owner::Received(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(frame.code, CloseCode::GOING_AWAY);
+        }
+        other => panic!("owner: {other:?}"),
+    }
+    match next(&mut owner).await {
+        Owner::Closed(Ok(()), WebSocketState::Closed) => {}
+        other => panic!("owner: {other:?}"),
+    }
+    let closed = tokio::time::timeout(TIMEOUT, closing)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(closed.is_ok(), "{closed:?}");
+}
+
+/// The owner is busy and not receiving: the socket's background task
+/// writes the Close. The owner's next receive sees the client's answer.
+#[tokio::test]
+async fn close_from_a_handle_while_the_owner_is_busy() {
+    let (addr, mut handles, mut owner) =
+        serve_owner(WebSocketOptions::default(), Duration::from_millis(300)).await;
+    let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    let handle = next(&mut handles).await;
+    let closing = tokio::spawn(async move { handle.close(CloseCode::GOING_AWAY, "").await });
+    let start = Instant::now();
+    match client.next().await {
+        Some(Ok(ClientMessage::Close(Some(frame)))) => {
+            assert_eq!(frame.code, ClientCloseCode::Away);
+        }
+        other => panic!("expected the server's Close, got {other:?}"),
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(250),
+        "the Close waited for the owner: {:?}",
+        start.elapsed()
+    );
+    while let Some(Ok(_)) = client.next().await {}
+    assert!(matches!(
+        next(&mut owner).await,
+        Owner::Received(Ok(Message::Close(_)))
+    ));
+    assert!(matches!(
+        next(&mut owner).await,
+        Owner::Closed(Ok(()), WebSocketState::Closed)
+    ));
+    let closed = tokio::time::timeout(TIMEOUT, closing)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(closed.is_ok(), "{closed:?}");
+}
+
+/// A client that reads the Close and never answers: the handle's `close`
+/// gives up after the close timeout and aborts, and the owner's pending
+/// receive fails instead of hanging.
+#[tokio::test]
+async fn close_from_a_handle_gives_up_on_a_silent_peer() {
+    let options = WebSocketOptions::default().close_timeout(Duration::from_millis(200));
+    let (addr, mut handles, mut owner) = serve_owner(options, Duration::ZERO).await;
+    let mut client = raw_connect(addr, "/ws").await;
+    let handle = next(&mut handles).await;
+    let start = Instant::now();
+    let closing = tokio::spawn(async move { handle.close(CloseCode::GOING_AWAY, "").await });
+    let close = client.read_frame().await.unwrap();
+    assert_eq!(close.close_code(), Some(1001));
+    let closed = tokio::time::timeout(TIMEOUT, closing)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(closed, Err(Error::CloseTimeout)), "{closed:?}");
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    match next(&mut owner).await {
+        Owner::Received(Err(Error::CloseTimeout)) => {}
+        other => panic!("owner: {other:?}"),
+    }
+    assert!(client.read_frame().await.is_none(), "connection dropped");
+}
+
+/// `abort` from a handle fails the owner's pending receive at once; a
+/// handle of a dropped socket does nothing and its `finished` is ready.
+#[tokio::test]
+async fn abort_from_a_handle_and_a_handle_outliving_its_socket() {
+    let (addr, mut handles, mut owner) =
+        serve_owner(WebSocketOptions::default(), Duration::ZERO).await;
+    let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    let handle = next(&mut handles).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    handle.abort();
+    match next(&mut owner).await {
+        Owner::Received(Err(Error::Aborted)) => {}
+        other => panic!("owner: {other:?}"),
+    }
+    // The owner returned and dropped the socket.
+    tokio::time::timeout(TIMEOUT, handle.finished())
+        .await
+        .unwrap();
+    assert!(handle.close(CloseCode::NORMAL, "").await.is_ok());
+    handle.abort();
+    // The client sees the connection end without a Close.
+    let end = client.next().await;
+    assert!(!matches!(end, Some(Ok(ClientMessage::Close(_)))), "{end:?}");
+    let _ = client.send(ClientMessage::text("late")).await;
+}
