@@ -88,6 +88,7 @@
 //! | `WebSocketReceiveResult` | [`ReceiveResult`] |
 //! | `WebSocketState`, `WebSocketCloseStatus` | [`WebSocketState`], [`CloseCode`] |
 //! | the `TaskCompletionSource` pattern | [`WebSocket::finished`] |
+//! | `CloseOutputAsync` / `Abort` from another thread | [`WebSocketHandle`] ([`WebSocket::handle`]) |
 //!
 //! See [`layer`] for where to place the layer in a stack and what outer
 //! and inner layers see, and [`WebSocket`] for the close handshake.
