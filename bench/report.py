@@ -140,6 +140,15 @@ def spread(run):
     return f"{fmt(lo_hi[0])}–{fmt(lo_hi[1])}"
 
 
+def split(run):
+    """CPU µs/msg split into user space and the kernel (utime, stime), from
+    the same window; "–" for runs recorded before loadgen reported it."""
+    user, sys = figure(run, "server_user_us_per_msg"), figure(run, "server_sys_us_per_msg")
+    if user is None or sys is None:
+        return "–"
+    return f"{fmt(user, 2)} + {fmt(sys, 2)}"
+
+
 def ok(run):
     return run is not None and not run.get("failed") and run.get("errors", 1) == 0
 
@@ -357,17 +366,22 @@ def write_markdown(out, meta, runs):
                     f"{fmt_ratio(ratio(kib, figure(tw, 'kib_per_socket')))} | {r.get('errors', '–')} |"
                 )
         else:
+            # The user/kernel split, for runs whose loadgen reported it.
+            has_split = any(split(r) != "–" for r in scenario.values())
+            split_head = " user + kernel |" if has_split else ""
             md.append(
-                "| server | msgs/s | MB/s | p50 µs | p99 µs | p99.9 µs | CPU µs/msg | rounds: low–high | × floor | × tower-websockets | other load | errors |"
+                "| server | msgs/s | MB/s | p50 µs | p99 µs | p99.9 µs | CPU µs/msg |"
+                f"{split_head} rounds: low–high | × floor | × tower-websockets | other load | errors |"
             )
-            md.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+            md.append("| --- |" + " ---: |" * (11 + has_split))
             for name in ordered(scenario):
                 r = scenario[name]
                 cpu = figure(r, "server_cpu_us_per_msg")
                 md.append(
                     f"| {name} | {fmt(figure(r, 'msgs_per_s'))} | {fmt(figure(r, 'mb_per_s'))} | "
                     f"{fmt(figure(r, 'p50_us'), 1)} | {fmt(figure(r, 'p99_us'), 1)} | "
-                    f"{fmt(figure(r, 'p999_us'), 1)} | {fmt(cpu, 3)} | {spread(r)} | "
+                    f"{fmt(figure(r, 'p999_us'), 1)} | {fmt(cpu, 3)} |"
+                    f"{f' {split(r)} |' if has_split else ''} {spread(r)} | "
                     f"{fmt_ratio(ratio(cpu, figure(floor, 'server_cpu_us_per_msg')))} | "
                     f"{fmt_ratio(ratio(cpu, figure(tw, 'server_cpu_us_per_msg')))} | "
                     f"{noise(r)} | {'failed' if r.get('failed') else r.get('errors', '–')} |"

@@ -71,8 +71,14 @@ pub enum Event {
 }
 
 /// Runs the receive state machine over a byte stream delivered in the
-/// given pieces, the way the socket does: buffer, decode headers, unmask
-/// and validate payload as it arrives. Stops at the first Close.
+/// given pieces, the way the socket does: buffer, take a whole
+/// single-frame message in one look when one is buffered (the fast path),
+/// otherwise decode headers, unmask and validate payload as it arrives.
+/// Stops at the first Close.
+///
+/// Fed the same stream whole and in small pieces, the two runs take the
+/// fast path for different frames, so comparing them checks the fast path
+/// against the general one (the `frame_decoder` fuzz target does).
 ///
 /// # Errors
 ///
@@ -92,6 +98,15 @@ pub fn decode_stream(
     for piece in pieces {
         buf.extend_from_slice(piece);
         loop {
+            if let Some(frame) = decoder.whole_frame(&buf) {
+                let payload = frame.unmask(&mut buf).to_vec();
+                if frame.text && simdutf8::basic::from_utf8(&payload).is_err() {
+                    return Err(ProtocolError::InvalidUtf8);
+                }
+                buf.drain(..frame.header_len + frame.len);
+                events.push(Event::Message(frame.text, payload));
+                continue;
+            }
             let remaining = decoder.remaining();
             if remaining > 0 {
                 if buf.is_empty() {

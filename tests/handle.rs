@@ -5,13 +5,14 @@
 mod common;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Message as ClientMessage;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as ClientCloseCode;
 use tower::ServiceBuilder;
@@ -28,12 +29,12 @@ enum Owner {
     Closed(Result<(), Error>, WebSocketState),
 }
 
-/// Serves sockets whose owner receives once (after `busy`), reports what it
-/// got, answers a Close with `close`, and reports that; the socket's handle
-/// goes to the test first.
+/// Serves sockets whose owner receives once (after `busy` lets it, if
+/// given), reports what it got, answers a Close with `close`, and reports
+/// that; the socket's handle goes to the test first.
 async fn serve_owner(
     options: WebSocketOptions,
-    busy: Duration,
+    busy: Option<Arc<Notify>>,
 ) -> (
     std::net::SocketAddr,
     mpsc::UnboundedReceiver<WebSocketHandle>,
@@ -46,12 +47,15 @@ async fn serve_owner(
         .service_fn(move |mut req: Request<Incoming>| {
             let handles_tx = handles_tx.clone();
             let owner_tx = owner_tx.clone();
+            let busy = busy.clone();
             async move {
                 let upgrade = tower_websockets::WebSocketUpgrade::from_request(&mut req).unwrap();
                 drop(req);
                 let mut socket = upgrade.accept().await.unwrap();
                 handles_tx.send(socket.handle()).unwrap();
-                tokio::time::sleep(busy).await;
+                if let Some(busy) = busy {
+                    busy.notified().await;
+                }
                 let received = socket.receive_message().await;
                 let close = matches!(received, Ok(Message::Close(_)));
                 owner_tx.send(Owner::Received(received)).unwrap();
@@ -74,14 +78,61 @@ async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
         .expect("a report")
 }
 
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The client reads the server's Close (1001 with `reason`) and answers it
+/// (tungstenite does as it reads it).
+async fn client_gets_going_away(client: &mut Client, reason: &str) {
+    match client.next().await {
+        Some(Ok(ClientMessage::Close(Some(frame)))) => {
+            assert_eq!(frame.code, ClientCloseCode::Away);
+            assert_eq!(frame.reason.as_str(), reason);
+        }
+        other => panic!("expected the server's Close, got {other:?}"),
+    }
+}
+
+/// The client reads on until the server closes the connection, which it
+/// does once the close handshake is complete.
+async fn client_reads_to_the_end(client: &mut Client) {
+    tokio::time::timeout(TIMEOUT, async {
+        while let Some(Ok(_)) = client.next().await {}
+    })
+    .await
+    .expect("the server closes the connection");
+}
+
+/// The owner's receive returned the client's answering Close, its own
+/// `close` then completed at once, and the handle's `close` returned Ok.
+async fn handshake_completed(
+    owner: &mut mpsc::UnboundedReceiver<Owner>,
+    closing: tokio::task::JoinHandle<Result<(), Error>>,
+) {
+    match next(owner).await {
+        Owner::Received(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(frame.code, CloseCode::GOING_AWAY);
+        }
+        other => panic!("owner: {other:?}"),
+    }
+    match next(owner).await {
+        Owner::Closed(Ok(()), WebSocketState::Closed) => {}
+        other => panic!("owner: {other:?}"),
+    }
+    let closed = tokio::time::timeout(TIMEOUT, closing)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(closed.is_ok(), "{closed:?}");
+}
+
 /// The owner is waiting in `receive_message`; another task closes with
 /// 1001. The client gets the Close with its reason and answers; the
 /// owner's receive returns that Close, its `close` completes at once, and
 /// the handle's `close` returns once the socket is finished.
 #[tokio::test]
 async fn close_from_a_handle_while_the_owner_receives() {
-    let (addr, mut handles, mut owner) =
-        serve_owner(WebSocketOptions::default(), Duration::ZERO).await;
+    let (addr, mut handles, mut owner) = serve_owner(WebSocketOptions::default(), None).await;
     let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .unwrap();
@@ -93,69 +144,31 @@ async fn close_from_a_handle_while_the_owner_receives() {
             .close(CloseCode::GOING_AWAY, "server is shutting down")
             .await
     });
-    match client.next().await {
-        Some(Ok(ClientMessage::Close(Some(frame)))) => {
-            assert_eq!(frame.code, ClientCloseCode::Away);
-            assert_eq!(frame.reason.as_str(), "server is shutting down");
-        }
-        other => panic!("expected the server's Close, got {other:?}"),
-    }
-    // tungstenite answers the Close as it reads it; drain to the end.
-    while let Some(Ok(_)) = client.next().await {}
-    match next(&mut owner).await {
-        Owner::Received(Ok(Message::Close(Some(frame)))) => {
-            assert_eq!(frame.code, CloseCode::GOING_AWAY);
-        }
-        other => panic!("owner: {other:?}"),
-    }
-    match next(&mut owner).await {
-        Owner::Closed(Ok(()), WebSocketState::Closed) => {}
-        other => panic!("owner: {other:?}"),
-    }
-    let closed = tokio::time::timeout(TIMEOUT, closing)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(closed.is_ok(), "{closed:?}");
+    client_gets_going_away(&mut client, "server is shutting down").await;
+    client_reads_to_the_end(&mut client).await;
+    handshake_completed(&mut owner, closing).await;
 }
 
 /// The owner is busy and not receiving: the socket's background task
-/// writes the Close. The owner's next receive sees the client's answer.
+/// writes the Close, which the client gets while the owner is still busy.
+/// The owner's next receive sees the client's answer.
 #[tokio::test]
 async fn close_from_a_handle_while_the_owner_is_busy() {
+    let busy = Arc::new(Notify::new());
     let (addr, mut handles, mut owner) =
-        serve_owner(WebSocketOptions::default(), Duration::from_millis(300)).await;
+        serve_owner(WebSocketOptions::default(), Some(busy.clone())).await;
     let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .unwrap();
     let handle = next(&mut handles).await;
     let closing = tokio::spawn(async move { handle.close(CloseCode::GOING_AWAY, "").await });
-    let start = Instant::now();
-    match client.next().await {
-        Some(Ok(ClientMessage::Close(Some(frame)))) => {
-            assert_eq!(frame.code, ClientCloseCode::Away);
-        }
-        other => panic!("expected the server's Close, got {other:?}"),
-    }
-    assert!(
-        start.elapsed() < Duration::from_millis(250),
-        "the Close waited for the owner: {:?}",
-        start.elapsed()
-    );
-    while let Some(Ok(_)) = client.next().await {}
-    assert!(matches!(
-        next(&mut owner).await,
-        Owner::Received(Ok(Message::Close(_)))
-    ));
-    assert!(matches!(
-        next(&mut owner).await,
-        Owner::Closed(Ok(()), WebSocketState::Closed)
-    ));
-    let closed = tokio::time::timeout(TIMEOUT, closing)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(closed.is_ok(), "{closed:?}");
+    client_gets_going_away(&mut client, "").await;
+    // tungstenite sends its answer as it goes on reading.
+    let client = tokio::spawn(async move { client_reads_to_the_end(&mut client).await });
+    // Only now does the owner get to receive, and complete the handshake.
+    busy.notify_one();
+    handshake_completed(&mut owner, closing).await;
+    client.await.unwrap();
 }
 
 /// A client that reads the Close and never answers: the handle's `close`
@@ -164,7 +177,7 @@ async fn close_from_a_handle_while_the_owner_is_busy() {
 #[tokio::test]
 async fn close_from_a_handle_gives_up_on_a_silent_peer() {
     let options = WebSocketOptions::default().close_timeout(Duration::from_millis(200));
-    let (addr, mut handles, mut owner) = serve_owner(options, Duration::ZERO).await;
+    let (addr, mut handles, mut owner) = serve_owner(options, None).await;
     let mut client = raw_connect(addr, "/ws").await;
     let handle = next(&mut handles).await;
     let start = Instant::now();
@@ -188,8 +201,7 @@ async fn close_from_a_handle_gives_up_on_a_silent_peer() {
 /// handle of a dropped socket does nothing and its `finished` is ready.
 #[tokio::test]
 async fn abort_from_a_handle_and_a_handle_outliving_its_socket() {
-    let (addr, mut handles, mut owner) =
-        serve_owner(WebSocketOptions::default(), Duration::ZERO).await;
+    let (addr, mut handles, mut owner) = serve_owner(WebSocketOptions::default(), None).await;
     let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .unwrap();

@@ -351,14 +351,16 @@ async fn run_echo(args: &Args) -> Report {
 
     tokio::time::sleep(args.warmup).await;
     let clk_tck = clock_ticks_per_second();
-    let server_before = args.server_pid.and_then(cpu_ticks);
+    let server_split_before = args.server_pid.and_then(cpu_split);
+    let server_before = server_split_before.map(|(user, system)| user + system);
     let client_before = cpu_ticks_self();
     let machine_before = machine_ticks();
     let window_start = Instant::now();
     shared.counting.set(true);
     tokio::time::sleep(args.duration).await;
     // No await between these reads and the flags: the window is exact.
-    let server_after = args.server_pid.and_then(cpu_ticks);
+    let server_split_after = args.server_pid.and_then(cpu_split);
+    let server_after = server_split_after.map(|(user, system)| user + system);
     let client_after = cpu_ticks_self();
     let machine_after = machine_ticks();
     let window = window_start.elapsed();
@@ -393,6 +395,15 @@ async fn run_echo(args: &Args) -> Report {
         _ => None,
     };
     let server_cpu = per_msg_us(server_before, server_after);
+    // The same window split into user space and the kernel (utime, stime).
+    let server_user = per_msg_us(
+        server_split_before.map(|(user, _)| user),
+        server_split_after.map(|(user, _)| user),
+    );
+    let server_sys = per_msg_us(
+        server_split_before.map(|(_, system)| system),
+        server_split_after.map(|(_, system)| system),
+    );
     let client_cpu = per_msg_us(client_before, client_after);
     let server_ticks = server_before.zip(server_after).map(|(b, a)| a - b);
     // What the rest of the machine did meanwhile: busy ticks of all CPUs
@@ -423,7 +434,8 @@ async fn run_echo(args: &Args) -> Report {
          \"text\":{},\"duration\":{secs:.3},\"msgs\":{msgs},\"msgs_total\":{},\"msgs_per_s\":{msgs_per_s:.1},\
          \"mb_per_s\":{mb_per_s:.3},\"p50_us\":{p50:.1},\"p99_us\":{p99:.1},\
          \"p999_us\":{p999:.1},\"max_us\":{max:.1},\"errors\":{},\
-         \"server_cpu_us_per_msg\":{},\"server_cpu_ticks\":{},\"clk_tck\":{clk_tck},\
+         \"server_cpu_us_per_msg\":{},\"server_user_us_per_msg\":{},\"server_sys_us_per_msg\":{},\
+         \"server_cpu_ticks\":{},\"clk_tck\":{clk_tck},\
          \"client_cpu_us_per_msg\":{},\"other_cpu_pct\":{},\"steal_pct\":{}",
         json_string(&args.label),
         args.connections,
@@ -433,6 +445,8 @@ async fn run_echo(args: &Args) -> Report {
         shared.msgs_total.get(),
         errors.len(),
         json_opt(server_cpu, 3),
+        json_opt(server_user, 3),
+        json_opt(server_sys, 3),
         server_ticks.map_or("null".into(), |t| t.to_string()),
         json_opt(client_cpu, 3),
         json_opt(other_pct, 1),
@@ -450,6 +464,9 @@ async fn run_echo(args: &Args) -> Report {
     );
     if let Some(cpu) = server_cpu {
         let _ = write!(human, ", server {cpu:.2} us CPU/msg");
+        if let (Some(user), Some(sys)) = (server_user, server_sys) {
+            let _ = write!(human, " ({user:.2} user + {sys:.2} kernel)");
+        }
     }
     if let Some(other) = other_pct.filter(|&o| o >= 5.0) {
         let _ = write!(human, ", other load {other:.0}% of a CPU");
@@ -996,23 +1013,25 @@ async fn handshake(addr: &str, path: &str, seed: u64) -> Result<(TcpStream, Vec<
         .map_err(|_| "handshake timed out".to_string())?
 }
 
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
+/// utime and stime of a process, in clock ticks.
+fn cpu_split(pid: u32) -> Option<(u64, u64)> {
     stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// utime + stime of this process, in clock ticks.
 fn cpu_ticks_self() -> Option<u64> {
     stat_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)
+        .map(|(user, system)| user + system)
 }
 
-/// Fields 14 and 15 of `/proc/PID/stat`, counted after the command name
-/// (which may contain spaces and parentheses).
-fn stat_ticks(stat: &str) -> Option<u64> {
+/// Fields 14 and 15 of `/proc/PID/stat` (utime, stime), counted after the
+/// command name (which may contain spaces and parentheses).
+fn stat_ticks(stat: &str) -> Option<(u64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// The machine's CPU ticks from the first line of `/proc/stat`.
@@ -1216,6 +1235,6 @@ mod tests {
     #[test]
     fn proc_stat_fields_are_found_after_the_command_name() {
         let stat = "42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 2 0";
-        assert_eq!(stat_ticks(stat), Some(10));
+        assert_eq!(stat_ticks(stat), Some((7, 3)));
     }
 }
