@@ -81,6 +81,17 @@ async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
 type Client =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Connects the independent client; returns it with the socket's handle.
+async fn connect(
+    addr: std::net::SocketAddr,
+    handles: &mut mpsc::UnboundedReceiver<WebSocketHandle>,
+) -> (Client, WebSocketHandle) {
+    let (client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    (client, next(handles).await)
+}
+
 /// The client reads the server's Close (1001 with `reason`) and answers it
 /// (tungstenite does as it reads it).
 async fn client_gets_going_away(client: &mut Client, reason: &str) {
@@ -133,10 +144,7 @@ async fn handshake_completed(
 #[tokio::test]
 async fn close_from_a_handle_while_the_owner_receives() {
     let (addr, mut handles, mut owner) = serve_owner(WebSocketOptions::default(), None).await;
-    let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-        .await
-        .unwrap();
-    let handle = next(&mut handles).await;
+    let (mut client, handle) = connect(addr, &mut handles).await;
     // Let the owner get to its pending receive.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let closing = tokio::spawn(async move {
@@ -157,10 +165,7 @@ async fn close_from_a_handle_while_the_owner_is_busy() {
     let busy = Arc::new(Notify::new());
     let (addr, mut handles, mut owner) =
         serve_owner(WebSocketOptions::default(), Some(busy.clone())).await;
-    let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-        .await
-        .unwrap();
-    let handle = next(&mut handles).await;
+    let (mut client, handle) = connect(addr, &mut handles).await;
     let closing = tokio::spawn(async move { handle.close(CloseCode::GOING_AWAY, "").await });
     client_gets_going_away(&mut client, "").await;
     // tungstenite sends its answer as it goes on reading.
@@ -202,10 +207,7 @@ async fn close_from_a_handle_gives_up_on_a_silent_peer() {
 #[tokio::test]
 async fn abort_from_a_handle_and_a_handle_outliving_its_socket() {
     let (addr, mut handles, mut owner) = serve_owner(WebSocketOptions::default(), None).await;
-    let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-        .await
-        .unwrap();
-    let handle = next(&mut handles).await;
+    let (mut client, handle) = connect(addr, &mut handles).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     handle.abort();
     match next(&mut owner).await {
