@@ -48,7 +48,10 @@ const SINK_HIGH_WATER: usize = 64 * 1024;
 ///
 /// One receive and one send may run at the same time (as in ASP.NET):
 /// [`split`](Self::split) gives a [`WebSocketReader`] and a
-/// [`WebSocketWriter`] to put on two tasks.
+/// [`WebSocketWriter`] to put on two tasks. Any other task can close or
+/// abort the socket through a [`WebSocketHandle`] (from
+/// [`handle`](Self::handle)) while its owner keeps receiving: a server's
+/// graceful shutdown, typically.
 ///
 /// Pings are answered automatically, on whichever half is receiving; the
 /// keep-alive timer sends pings of its own.
