@@ -1163,27 +1163,12 @@ impl Core {
     }
 
     /// Takes the single-frame message [`Decoder::whole_frame`] found at the
-    /// front of the read buffer, as [`take_whole_message`] does once the
-    /// header is consumed: text validated in one pass while copied into
-    /// its `String`, large binary as a slice of the read buffer, small
-    /// binary copied once.
+    /// front of the read buffer (see [`take_unmasked_message`]).
     ///
-    /// [`take_whole_message`]: Self::take_whole_message
+    /// [`take_unmasked_message`]: Self::take_unmasked_message
     fn take_whole_frame(&mut self, frame: WholeFrame) -> Result<Message, Error> {
-        let payload = frame.unmask(self.rbuf.unread_mut());
-        let message = if frame.text {
-            match simdutf8::basic::from_utf8(payload) {
-                Ok(valid) => Message::Text(valid.to_owned()),
-                Err(_) => return Err(self.fail(ProtocolError::InvalidUtf8)),
-            }
-        } else if frame.len >= SHARE_MIN {
-            self.rbuf.consume(frame.header_len);
-            return Ok(Message::Binary(self.rbuf.split_to(frame.len).freeze()));
-        } else {
-            Message::Binary(Bytes::copy_from_slice(payload))
-        };
-        self.rbuf.consume(frame.header_len + frame.len);
-        Ok(message)
+        frame.unmask(self.rbuf.unread_mut());
+        self.take_unmasked_message(frame.header_len, frame.len, frame.text)
     }
 
     /// Takes a message whose whole payload is the first `n` buffered bytes
@@ -1193,22 +1178,42 @@ impl Core {
     /// small one copied once into its `Bytes`.
     fn take_whole_message(&mut self, n: usize, text: bool) -> Result<Message, Error> {
         let payload = &mut self.rbuf.unread_mut()[..n];
-        let message = if text {
+        if text {
             self.decoder.payload_whole_text(payload);
+        } else if let Err(e) = self.decoder.payload(payload) {
+            return Err(self.fail(e));
+        }
+        self.take_unmasked_message(0, n, text)
+    }
+
+    /// Takes the `n` buffered bytes after the first `skip` (a header),
+    /// already unmasked, as a whole message, and consumes both: text
+    /// validated in one pass while copied into its `String` (1007 if it is
+    /// not UTF-8), large binary as a slice of the read buffer, small binary
+    /// copied once.
+    // Always inlined: it is the tail of the receive fast path, and as a
+    // call of its own it cost about 30 instructions per 16-byte echo
+    // (callgrind).
+    #[inline(always)]
+    fn take_unmasked_message(
+        &mut self,
+        skip: usize,
+        n: usize,
+        text: bool,
+    ) -> Result<Message, Error> {
+        let payload = &self.rbuf.unread()[skip..skip + n];
+        let message = if text {
             match simdutf8::basic::from_utf8(payload) {
                 Ok(valid) => Message::Text(valid.to_owned()),
                 Err(_) => return Err(self.fail(ProtocolError::InvalidUtf8)),
             }
+        } else if n >= SHARE_MIN {
+            self.rbuf.consume(skip);
+            return Ok(Message::Binary(self.rbuf.split_to(n).freeze()));
         } else {
-            if let Err(e) = self.decoder.payload(payload) {
-                return Err(self.fail(e));
-            }
-            if n >= SHARE_MIN {
-                return Ok(Message::Binary(self.rbuf.split_to(n).freeze()));
-            }
             Message::Binary(Bytes::copy_from_slice(payload))
         };
-        self.rbuf.consume(n);
+        self.rbuf.consume(skip + n);
         Ok(message)
     }
 

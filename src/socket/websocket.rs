@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::core::{CoreConfig, Liveness, Party, SendProgress, Shared, Target};
 use super::handle::WebSocketHandle;
-use super::message::{Message, MessageType, ReceiveResult, WebSocketState};
+use super::message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
 use super::spare;
 use super::transport::Transport;
 use crate::error::Error;
@@ -500,6 +500,33 @@ enum Outgoing<'a> {
     Message(Message),
 }
 
+impl Outgoing<'_> {
+    /// The data frame to send: payload, type and end-of-message; `None` for
+    /// a Close.
+    fn data(&self) -> Option<(&[u8], MessageType, bool)> {
+        match self {
+            Outgoing::Frame {
+                payload,
+                message_type,
+                end_of_message,
+            } => Some((payload, *message_type, *end_of_message)),
+            Outgoing::Message(Message::Text(text)) => {
+                Some((text.as_bytes(), MessageType::Text, true))
+            }
+            Outgoing::Message(Message::Binary(data)) => Some((data, MessageType::Binary, true)),
+            Outgoing::Message(Message::Close(_)) => None,
+        }
+    }
+}
+
+/// A Close frame's code and reason, as `close_output` takes them.
+fn close_parts(frame: &Option<CloseFrame>) -> (Option<CloseCode>, &str) {
+    match frame {
+        Some(frame) => (Some(frame.code), frame.reason.as_str()),
+        None => (None, ""),
+    }
+}
+
 /// A send: one future from the caller's `.await` down to the core, with no
 /// async layers in between (each would cost a state machine per message).
 ///
@@ -518,27 +545,18 @@ impl Future for SendFuture<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let (payload, message_type, end_of_message) = match &this.outgoing {
-            Outgoing::Frame {
-                payload,
-                message_type,
-                end_of_message,
-            } => (*payload, *message_type, *end_of_message),
-            Outgoing::Message(Message::Text(text)) => (text.as_bytes(), MessageType::Text, true),
-            Outgoing::Message(Message::Binary(data)) => (&data[..], MessageType::Binary, true),
-            Outgoing::Message(Message::Close(frame)) => {
-                if let SendProgress::NotStarted = this.progress {
-                    let (code, reason) = match frame {
-                        Some(frame) => (Some(frame.code), frame.reason.as_str()),
-                        None => (None, ""),
-                    };
-                    this.shared.lock().start_close(code, reason)?;
-                    this.progress = SendProgress::Flushing;
-                }
-                return this
-                    .shared
-                    .poll_with(cx, Party::Writer, |core, io_cx| core.poll_flush(io_cx));
+        let Some((payload, message_type, end_of_message)) = this.outgoing.data() else {
+            // `close_output`, in one future.
+            if let (SendProgress::NotStarted, Outgoing::Message(Message::Close(frame))) =
+                (&this.progress, &this.outgoing)
+            {
+                let (code, reason) = close_parts(frame);
+                this.shared.lock().start_close(code, reason)?;
+                this.progress = SendProgress::Flushing;
             }
+            return this
+                .shared
+                .poll_with(cx, Party::Writer, |core, io_cx| core.poll_flush(io_cx));
         };
         let progress = &mut this.progress;
         this.shared.poll_with(cx, Party::Writer, |core, io_cx| {
@@ -550,13 +568,9 @@ impl Future for SendFuture<'_> {
 impl Drop for SendFuture<'_> {
     fn drop(&mut self) {
         if let SendProgress::Streaming { .. } = self.progress {
-            let payload = match &self.outgoing {
-                Outgoing::Frame { payload, .. } => payload,
-                Outgoing::Message(Message::Text(text)) => text.as_bytes(),
-                Outgoing::Message(Message::Binary(data)) => &data[..],
-                Outgoing::Message(Message::Close(_)) => &[][..],
-            };
-            self.shared.lock().cancel_send(payload, &self.progress);
+            if let Some((payload, _, _)) = self.outgoing.data() {
+                self.shared.lock().cancel_send(payload, &self.progress);
+            }
         }
         // A large message's allocation, written and let go of, is kept for
         // the next large message received on this thread (an echo's reply
@@ -696,10 +710,7 @@ impl Sink<Message> for WebSocketWriter {
             Message::Text(text) => core.queue_message(text.as_bytes(), MessageType::Text),
             Message::Binary(data) => core.queue_message(&data, MessageType::Binary),
             Message::Close(frame) => {
-                let (code, reason) = match &frame {
-                    Some(frame) => (Some(frame.code), frame.reason.as_str()),
-                    None => (None, ""),
-                };
+                let (code, reason) = close_parts(&frame);
                 core.start_close(code, reason).map(drop)
             }
         }
