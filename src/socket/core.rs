@@ -1097,7 +1097,7 @@ impl Core {
                 match &mut target {
                     Target::Slice(buf) => buf[..n].copy_from_slice(chunk),
                     Target::Message { data, .. } => {
-                        use_message_spare(data, remaining);
+                        begin_large_message(data, remaining);
                         data.extend_from_slice(chunk);
                     }
                     Target::Discard => {}
@@ -1253,7 +1253,7 @@ impl Core {
                 if remaining < DIRECT_READ_MIN.max(self.read_size) {
                     return Poll::Ready(Ok(None));
                 }
-                use_message_spare(message, remaining as u64);
+                begin_large_message(message, remaining as u64);
                 let start = message.len();
                 message.reserve(remaining.min(MESSAGE_READ_CHUNK));
                 let mut limited = (&mut **message).limit(remaining);
@@ -1374,14 +1374,25 @@ impl Core {
 /// echoing 1 KiB text (callgrind, `loadgen --size 1024 --text`). simdutf8
 /// checks them at over 10 GiB/s, and the copy into the `String` costs less
 /// than std's check, without `unsafe`.
-/// Starts assembling a large message (`remaining` bytes of its current
-/// frame still to come) in this thread's spare message buffer, if there is
-/// one: no fresh allocation, no pages to fault in.
-fn use_message_spare(data: &mut BytesMut, remaining: u64) {
-    if data.capacity() == 0 && remaining >= spare::MESSAGE_SPARE_MIN as u64 {
+/// Starts assembling a large message whose first frame carries
+/// `frame_len` bytes of payload, none of it in `data` yet: in this
+/// thread's spare message buffer if there is one (no fresh allocation, no
+/// pages to fault in), placed so that payload read straight into it lands
+/// half a page away from where it sits in the sender's page (see
+/// [`spare::place`]).
+fn begin_large_message(data: &mut BytesMut, frame_len: u64) {
+    if data.capacity() == 0 && frame_len >= spare::MESSAGE_SPARE_MIN as u64 {
         if let Some(buffer) = spare::take_message_buffer() {
             *data = buffer;
         }
+        // Room for the frame, but no more up front than a spare already
+        // holds or one read chunk: the header's claim is not yet data.
+        let room = usize::try_from(frame_len)
+            .unwrap_or(usize::MAX)
+            .min(data.capacity().max(MESSAGE_READ_CHUNK));
+        // The sender's page holds the frame's (masked) header first.
+        let header_len = 2 + 4 + if frame_len > 0xFFFF { 8 } else { 2 };
+        spare::place(data, room, spare::READ_PAGE_OFFSET + header_len);
     }
 }
 
@@ -1583,6 +1594,48 @@ mod tests {
             let ours = text_message(&bytes).ok();
             let std = String::from_utf8(bytes).ok();
             proptest::prop_assert_eq!(ours, std);
+        }
+    }
+
+    /// Large payload is read into its message half a page away from where
+    /// it sits in a sender's page whose frame starts the page (see
+    /// `spare::place`), from the first message (a fresh buffer) on (the
+    /// recycled one).
+    #[tokio::test]
+    async fn large_messages_land_half_a_page_from_the_senders_offset() {
+        const MESSAGES: usize = 4;
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+        let mask = [9u8, 8, 7, 6];
+        let mut frame = vec![0x82, 0x80 | 127];
+        frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        frame.extend_from_slice(&mask);
+        let header_len = frame.len();
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let mut peer = ClosedLoopPeer {
+            frame,
+            echo_len: 10 + payload.len(),
+            frames_left: MESSAGES,
+            in_flight: Vec::new(),
+            read_pos: 0,
+            echoed: 0,
+            reads: Arc::new(AtomicUsize::new(0)),
+            reader: None,
+        };
+        peer.send_next();
+        let options = WebSocketOptions::default().keep_alive_interval(None);
+        let mut socket = WebSocket::from_raw_socket(peer, options).unwrap();
+        for i in 0..MESSAGES {
+            let message = socket.receive_message().await.unwrap();
+            let Message::Binary(data) = &message else {
+                panic!("{message:?}")
+            };
+            assert!(data[..] == payload[..], "message {i}");
+            assert_eq!(
+                data.as_ptr() as usize % spare::PAGE,
+                spare::READ_PAGE_OFFSET + header_len,
+                "message {i}"
+            );
+            socket.send_message(message).await.unwrap();
         }
     }
 
