@@ -23,7 +23,9 @@
 # a-g), RESULTS (output directory, default bench/results), STRACE=1 (same
 # as --strace), NOISE_LIMIT (default 10: % of one CPU that other processes
 # may use during a run before it is tried again), TRIES (default 3),
-# QUIET_WAIT (s to wait for a quiet machine before each run, default 30).
+# QUIET_WAIT (s to wait for a quiet machine before each run, default 30),
+# BASELINE (an examples/echo binary from another commit: adds the server
+# tower-websockets-baseline, for a before/after in one run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

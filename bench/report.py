@@ -23,6 +23,7 @@ import subprocess
 ORDER = [
     "floor",
     "tower-websockets",
+    "tower-websockets-baseline",
     "tower-websockets-aspnet",
     "peer-fastwebsockets",
     "peer-tokio-websockets",
@@ -32,6 +33,7 @@ ORDER = [
 COLORS = {
     "floor": "#9e9e9e",
     "tower-websockets": "#d84315",
+    "tower-websockets-baseline": "#8d6e63",
     "tower-websockets-aspnet": "#ffab91",
     "peer-fastwebsockets": "#1565c0",
     "peer-tokio-websockets": "#2e7d32",
@@ -330,7 +332,14 @@ def write_markdown(out, meta, runs):
         "Lower is better for every figure but msgs/s and MB/s. "
         "Every server echoes whole messages: tower-websockets is `examples/echo --mode message` "
         "(`receive_message` / `send_message`); tower-websockets-aspnet is the same binary's "
-        "default ASP.NET loop (4 KiB receives, each sent back as it came), shown for reference.\n"
+        "default ASP.NET loop (4 KiB receives, each sent back as it came), shown for reference"
+        + (
+            "; tower-websockets-baseline is `examples/echo --mode message` built from another "
+            "commit (compare.sh's BASELINE), for a before/after in one run"
+            if any("tower-websockets-baseline" in scenario for scenario in runs.values())
+            else ""
+        )
+        + ".\n"
     )
     md.append("## tower-websockets against the targets of issue 4\n")
     md.append(

@@ -21,6 +21,15 @@ declare -A SERVER_ARGS=(
     [tower-websockets-aspnet]="--mode aspnet"
 )
 
+# BASELINE=/path/to/echo, an examples/echo built from another commit, adds
+# it as tower-websockets-baseline (whole messages, as tower-websockets), so
+# one comparison measures a change before and after, the two taking turns.
+if [[ -n "${BASELINE:-}" ]]; then
+    ALL_SERVERS=(floor tower-websockets tower-websockets-baseline "${ALL_SERVERS[@]:2}")
+    SERVER_BIN[tower-websockets-baseline]="$BASELINE"
+    SERVER_ARGS[tower-websockets-baseline]="--mode message"
+fi
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
