@@ -3,8 +3,9 @@
 the destination sits in its page.
 
 A sender on CPU 1 writes COUNT messages of 1 MiB over loopback TCP, each one
-into a connection whose previous data was consumed, so the kernel copies each
-from the start of a page. A receiver on CPU 0 reads them into a buffer that
+into a connection whose previous data was consumed, so the kernel often
+(when the previous data's pages were freed in time) copies each from the
+start of a page. A receiver on CPU 0 reads them into a buffer that
 starts OFFSET bytes into a page, and reports its system CPU time per MiB
 received (getrusage), the median of ROUNDS runs per offset.
 

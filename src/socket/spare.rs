@@ -122,15 +122,16 @@ pub(crate) const READ_PAGE_OFFSET: usize = PAGE / 2;
 /// Why: the kernel copies received data out of its socket buffers with
 /// `rep movsb`, and when the destination lies a few bytes after the source
 /// modulo 4 KiB, the stores alias the loads that follow them ("4K
-/// aliasing") and the copy runs at about half speed. A sender writing a
-/// frame into an idle connection (the closed-loop case: its previous data
-/// was consumed, so the kernel reuses its page fragment from offset 0)
-/// hands over frames that start at the beginning of a page. So payload
-/// read straight into a buffer is placed half a page away from where it
-/// sits in the sender's page: as far from aliasing as can be, whichever
-/// way the copy runs. Measured with a plain loopback copy at 1 MiB per
-/// read (`bench/README.md`): 280–315 µs per MiB at 6 bytes after the
-/// source against 160–180 µs at 0, 64 or 2 KiB + 6.
+/// aliasing") and the copy runs at a half or a third of its speed. A
+/// sender writing a frame into a drained connection (the closed-loop case)
+/// often starts it at the beginning of a page: the kernel reuses its page
+/// fragment from offset 0 once the previous data's pages are freed. So
+/// payload read straight into a buffer is placed half a page away from
+/// where it sits in such a page: as far from aliasing as can be, whichever
+/// way the copy runs. `bench/copy_alignment.py` measures it with plain
+/// loopback sockets, 1 MiB per message (`bench/results/copy-alignment.md`):
+/// at 2 or 6 bytes into a page, 2 to 6 of 7 runs took 320–528 µs per MiB;
+/// at 0, 16, 64, 2048 and 2054, every run took 97–212.
 pub(crate) fn place(buffer: &mut BytesMut, capacity: usize, page_offset: usize) {
     debug_assert!(buffer.is_empty());
     let shift = |buffer: &BytesMut| page_offset.wrapping_sub(buffer.as_ptr() as usize) % PAGE;
