@@ -1366,14 +1366,6 @@ impl Core {
     }
 }
 
-/// A text message assembled from pieces as a `String`.
-///
-/// The pieces were validated as they arrived (to fail fast with 1007), so
-/// this cannot fail; but `String::from_utf8` would check the bytes again
-/// with std's scalar validator, which was 63 % of the server's instructions
-/// echoing 1 KiB text (callgrind, `loadgen --size 1024 --text`). simdutf8
-/// checks them at over 10 GiB/s, and the copy into the `String` costs less
-/// than std's check, without `unsafe`.
 /// Starts assembling a large message whose first frame carries
 /// `frame_len` bytes of payload, none of it in `data` yet: in this
 /// thread's spare message buffer if there is one (no fresh allocation, no
@@ -1394,11 +1386,24 @@ fn begin_large_message(data: &mut BytesMut, frame_len: u64) {
             .unwrap_or(usize::MAX)
             .min(data.capacity().max(MESSAGE_READ_CHUNK));
         // The sender's page holds the frame's (masked) header first.
-        let header_len = 2 + 4 + if frame_len > 0xFFFF { 8 } else { 2 };
+        let extended_len = match frame_len {
+            0..=125 => 0,
+            126..=0xFFFF => 2,
+            _ => 8,
+        };
+        let header_len = 2 + extended_len + 4;
         spare::place(data, room, spare::READ_PAGE_OFFSET + header_len);
     }
 }
 
+/// A text message assembled from pieces as a `String`.
+///
+/// The pieces were validated as they arrived (to fail fast with 1007), so
+/// this cannot fail; but `String::from_utf8` would check the bytes again
+/// with std's scalar validator, which was 63 % of the server's instructions
+/// echoing 1 KiB text (callgrind, `loadgen --size 1024 --text`). simdutf8
+/// checks them at over 10 GiB/s, and the copy into the `String` costs less
+/// than std's check, without `unsafe`.
 fn text_message(data: &[u8]) -> Result<String, simdutf8::basic::Utf8Error> {
     simdutf8::basic::from_utf8(data).map(str::to_owned)
 }
