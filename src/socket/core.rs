@@ -1533,6 +1533,50 @@ mod tests {
         reader: Option<Waker>,
     }
 
+    /// A socket over a [`ClosedLoopPeer`] that sends `payload` as one
+    /// masked binary frame `messages` times, each after the echo of the
+    /// last, counting its reads in `reads`. Also returns the frame's header
+    /// length.
+    fn closed_loop_socket(
+        payload: &[u8],
+        messages: usize,
+        reads: Arc<AtomicUsize>,
+    ) -> (WebSocket, usize) {
+        let mask = [9u8, 8, 7, 6];
+        let (mut frame, echo_header_len) = match payload.len() {
+            0..=125 => (vec![0x82, 0x80 | payload.len() as u8], 2),
+            126..=0xFFFF => {
+                let mut frame = vec![0x82, 0x80 | 126];
+                frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+                (frame, 4)
+            }
+            _ => {
+                let mut frame = vec![0x82, 0x80 | 127];
+                frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+                (frame, 10)
+            }
+        };
+        frame.extend_from_slice(&mask);
+        let header_len = frame.len();
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let mut peer = ClosedLoopPeer {
+            frame,
+            echo_len: echo_header_len + payload.len(),
+            frames_left: messages,
+            in_flight: Vec::new(),
+            read_pos: 0,
+            echoed: 0,
+            reads,
+            reader: None,
+        };
+        peer.send_next();
+        let options = WebSocketOptions::default().keep_alive_interval(None);
+        (
+            WebSocket::from_raw_socket(peer, options).unwrap(),
+            header_len,
+        )
+    }
+
     impl ClosedLoopPeer {
         fn send_next(&mut self) {
             if self.frames_left > 0 {
@@ -1615,25 +1659,8 @@ mod tests {
     async fn large_messages_land_half_a_page_from_the_senders_offset() {
         const MESSAGES: usize = 4;
         let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
-        let mask = [9u8, 8, 7, 6];
-        let mut frame = vec![0x82, 0x80 | 127];
-        frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-        frame.extend_from_slice(&mask);
-        let header_len = frame.len();
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        let mut peer = ClosedLoopPeer {
-            frame,
-            echo_len: 10 + payload.len(),
-            frames_left: MESSAGES,
-            in_flight: Vec::new(),
-            read_pos: 0,
-            echoed: 0,
-            reads: Arc::new(AtomicUsize::new(0)),
-            reader: None,
-        };
-        peer.send_next();
-        let options = WebSocketOptions::default().keep_alive_interval(None);
-        let mut socket = WebSocket::from_raw_socket(peer, options).unwrap();
+        let (mut socket, header_len) =
+            closed_loop_socket(&payload, MESSAGES, Arc::new(AtomicUsize::new(0)));
         for i in 0..MESSAGES {
             let message = socket.receive_message().await.unwrap();
             let Message::Binary(data) = &message else {
@@ -1656,24 +1683,8 @@ mod tests {
     async fn closed_loop_16k_echo_settles_at_one_read_per_message() {
         const MESSAGES: usize = 50;
         let payload: Vec<u8> = (0..16_384u32).map(|i| (i * 13) as u8).collect();
-        let mask = [1u8, 2, 3, 4];
-        let mut frame = vec![0x82, 0x80 | 126, 0x40, 0x00];
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         let reads = Arc::new(AtomicUsize::new(0));
-        let mut peer = ClosedLoopPeer {
-            frame,
-            echo_len: 4 + payload.len(),
-            frames_left: MESSAGES,
-            in_flight: Vec::new(),
-            read_pos: 0,
-            echoed: 0,
-            reads: reads.clone(),
-            reader: None,
-        };
-        peer.send_next();
-        let options = WebSocketOptions::default().keep_alive_interval(None);
-        let mut socket = WebSocket::from_raw_socket(peer, options).unwrap();
+        let (mut socket, _) = closed_loop_socket(&payload, MESSAGES, reads.clone());
         for _ in 0..MESSAGES {
             let message = socket.receive_message().await.unwrap();
             assert_eq!(message, Message::Binary(payload.clone().into()));
