@@ -4,44 +4,15 @@
 
 mod common;
 
+use common::h2::*;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use http::{Request, StatusCode, Version};
-use http_body_util::Empty;
-use hyper::body::Bytes;
-use hyper::client::conn::http2;
-use hyper::ext::Protocol;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::StatusCode;
+use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as Client;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tower_websockets::WebSocketOptions;
-
-type Sender = http2::SendRequest<Empty<Bytes>>;
-
-/// An h2c (prior knowledge) connection to `addr`.
-async fn h2_connect(addr: std::net::SocketAddr) -> Sender {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    sender
-}
-
-fn connect_request(path: &str, extra: &[(&str, &str)]) -> Request<Empty<Bytes>> {
-    let mut builder = Request::connect(format!("http://localhost{path}"))
-        .version(Version::HTTP_2)
-        .header("sec-websocket-version", "13");
-    for (name, value) in extra {
-        builder = builder.header(*name, *value);
-    }
-    let mut request = builder.body(Empty::new()).unwrap();
-    request
-        .extensions_mut()
-        .insert(Protocol::from_static("websocket"));
-    request
-}
 
 /// Opens a WebSocket stream over the h2 connection and wraps it in
 /// tokio-tungstenite's client.
@@ -53,18 +24,8 @@ async fn open_ws(
     WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
     http::response::Parts,
 ) {
-    // Wait until the server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) arrived.
-    sender.ready().await.unwrap();
-    let response = sender
-        .send_request(connect_request(path, extra))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "{response:?}");
-    let (parts, body) = response.into_parts();
-    let upgraded = hyper::upgrade::on(http::Response::from_parts(parts.clone(), body))
-        .await
-        .unwrap();
-    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    let (stream, parts) = open_stream(sender, path, extra).await;
+    let ws = WebSocketStream::from_raw_socket(stream, Role::Client, None).await;
     (ws, parts)
 }
 

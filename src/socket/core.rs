@@ -609,8 +609,17 @@ impl Core {
         }
     }
 
+    ///
+    /// A pong or ping waits while earlier output is still queued (the
+    /// write finds the peer's window full): the pending slot keeps only the
+    /// latest ping's answer (RFC 6455 §5.5.3), so a peer that floods pings
+    /// and never reads cannot grow the output. Our Close takes everything
+    /// still pending with it.
     #[cold]
     fn stage_pending_control(&mut self) {
+        if !self.out.is_empty() && self.pending_close.is_none() {
+            return;
+        }
         if let Some(pong) = self.pending_pong.take() {
             if !self.close_sent || self.pending_close.is_some() {
                 put_frame(&mut self.out, true, OpCode::Pong, pong.as_slice());
@@ -627,21 +636,30 @@ impl Core {
     /// Writes all queued output and flushes.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.stage_control();
-        let Some(io) = self.io.as_mut() else {
-            return Poll::Ready(Err(self.finished_error()));
-        };
         while !self.out.is_empty() {
+            let Some(io) = self.io.as_mut() else {
+                return Poll::Ready(Err(self.finished_error()));
+            };
             match Pin::new(&mut *io).poll_write(cx, &self.out) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(
                         self.abort_with(Error::Io(io::ErrorKind::WriteZero.into()))
                     ));
                 }
-                Poll::Ready(Ok(n)) => consume_out(&mut self.out, n),
+                Poll::Ready(Ok(n)) => {
+                    consume_out(&mut self.out, n);
+                    if self.out.is_empty() {
+                        // Control frames that waited behind the output.
+                        self.stage_control();
+                    }
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.abort_with(e.into()))),
                 Poll::Pending => return Poll::Pending,
             }
         }
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(Err(self.finished_error()));
+        };
         self.deferred = false;
         match Pin::new(&mut *io).poll_flush(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
@@ -874,6 +892,18 @@ impl Core {
     /// Bytes queued but not yet written.
     pub(crate) fn queued(&self) -> usize {
         self.out.len()
+    }
+
+    /// Bytes accepted but not yet handed to the transport: the queued
+    /// output plus the control frames waiting to be staged.
+    pub(crate) fn buffered_amount(&self) -> usize {
+        let control = |payload: &Option<ControlPayload>| {
+            payload.as_ref().map_or(0, |p| 2 + p.as_slice().len())
+        };
+        self.out.len()
+            + control(&self.pending_pong)
+            + control(&self.pending_close)
+            + if self.pending_ping { 2 } else { 0 }
     }
 
     /// Writes queued output (data, control frames, our Close) and

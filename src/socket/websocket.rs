@@ -399,6 +399,15 @@ impl WebSocket {
         self.writer.subprotocol()
     }
 
+    /// Bytes accepted but not yet handed to the transport: frames queued
+    /// by completed sends (coalesced replies, `Sink` items, the rest of a
+    /// cancelled send) and control frames waiting for the output to drain
+    /// (at most one pong, the answer to the latest ping, RFC 6455 §5.5.3).
+    /// The browser API's `bufferedAmount`.
+    pub fn buffered_amount(&self) -> usize {
+        self.writer.buffered_amount()
+    }
+
     /// A future that resolves when the socket is finished: closed, aborted
     /// or dropped. This is the `TaskCompletionSource` of the ASP.NET
     /// background-socket pattern: hand the socket to a background owner
@@ -666,6 +675,11 @@ impl WebSocketWriter {
     /// See [`WebSocket::subprotocol`].
     pub fn subprotocol(&self) -> Option<&str> {
         self.shared.subprotocol.as_deref()
+    }
+
+    /// See [`WebSocket::buffered_amount`].
+    pub fn buffered_amount(&self) -> usize {
+        self.shared.lock().buffered_amount()
     }
 
     /// See [`WebSocket::finished`].

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod echo_example;
+pub mod h2;
 pub mod process;
 
 use std::convert::Infallible;

@@ -1,0 +1,175 @@
+//! Hostile peers, written as an attacker would: raw sockets that flood,
+//! stall and never read. Each must meet a bound (in bytes or time) that
+//! the docs state, never grow the server's memory without limit.
+
+mod common;
+
+use std::convert::Infallible;
+
+use common::h2::*;
+use common::*;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tower::ServiceBuilder;
+use tower_websockets::{
+    CloseCode, Message, MessageType, WebSocketLayer, WebSocketOptions, WebSocketUpgrade,
+};
+
+/// The largest pong frame: a 125-byte payload behind a 2-byte header.
+const PONG_FRAME: usize = 2 + 125;
+
+/// A ping's payload: its index, then filler up to the 125 bytes allowed.
+fn ping_payload(index: u64) -> [u8; 125] {
+    let mut payload = [0x5a; 125];
+    payload[..8].copy_from_slice(&index.to_le_bytes());
+    payload
+}
+
+/// A client floods 1,000,000 pings of 125 bytes and never reads, then
+/// sends a text. When the server's receive sees that text, every ping has
+/// been read, and what the socket buffers must be at most one pong
+/// waiting plus one partly written (RFC 6455 §5.5.3 lets it answer only
+/// the latest ping). Before the bound, every ping queued its pong: 127 MB.
+async fn ping_flood_is_bounded(whole_messages: bool, http2: bool) {
+    const PINGS: u64 = 1_000_000;
+    const PER_WRITE: u64 = 1_000;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let service = ServiceBuilder::new()
+        .layer(WebSocketLayer::new(WebSocketOptions::default().keep_alive_interval(None)).unwrap())
+        .service_fn(move |mut req: Request<Incoming>| {
+            let tx = tx.clone();
+            async move {
+                let upgrade = WebSocketUpgrade::from_request(&mut req).unwrap();
+                drop(req);
+                let mut socket = upgrade.accept().await.unwrap();
+                let text = if whole_messages {
+                    let message = socket.receive_message().await.unwrap();
+                    assert!(matches!(message, Message::Text(_)), "{message:?}");
+                    message
+                } else {
+                    let mut buf = [0u8; 64];
+                    let result = socket.receive(&mut buf).await.unwrap();
+                    assert_eq!(result.message_type(), MessageType::Text);
+                    Message::binary(buf[..result.count()].to_vec())
+                };
+                tx.send(socket.buffered_amount()).unwrap();
+                socket.send_message(text).await.unwrap();
+                socket
+                    .close_output(Some(CloseCode::NORMAL), "")
+                    .await
+                    .unwrap();
+                let mut buf = [0u8; 64];
+                while socket.receive(&mut buf).await.is_ok() {}
+                Ok::<_, Infallible>(Response::<Body>::default())
+            }
+        });
+    let addr = serve(service).await;
+    let mut client = if http2 {
+        let mut sender = h2_connect(addr).await;
+        let (stream, _) = open_stream(&mut sender, "/ws", &[]).await;
+        // The connection task lives on; the sender may go.
+        StreamClient::new(Box::new(stream), Vec::new())
+    } else {
+        let client = raw_connect(addr, "/ws").await;
+        StreamClient::new(Box::new(client.stream), client.buf)
+    };
+    let mut chunk = Vec::with_capacity(PER_WRITE as usize * (6 + 125));
+    for start in (0..PINGS).step_by(PER_WRITE as usize) {
+        chunk.clear();
+        for index in start..start + PER_WRITE {
+            chunk.extend_from_slice(&frame(true, 0x9, &ping_payload(index), Some(MASK)));
+        }
+        client.send(&chunk).await;
+    }
+    client.send(&frame(true, 0x1, b"done", Some(MASK))).await;
+
+    let buffered = tokio::time::timeout(TIMEOUT, rx.recv())
+        .await
+        .expect("the server read every ping in time")
+        .unwrap();
+    assert!(
+        buffered <= 2 * PONG_FRAME,
+        "{buffered} bytes buffered after {PINGS} pings"
+    );
+
+    // Now read: the pongs the kernel's buffers held, the echo, the Close.
+    let mut pongs = 0u64;
+    let mut last_pong = None;
+    loop {
+        let frame = client.read_frame().await.expect("a frame before the close");
+        match frame.opcode {
+            0xA => {
+                pongs += 1;
+                last_pong = Some(frame.payload);
+            }
+            0x1 | 0x2 => assert_eq!(frame.payload, b"done"),
+            0x8 => break,
+            other => panic!("unexpected opcode {other}"),
+        }
+    }
+    // The latest ping is always answered.
+    assert_eq!(
+        last_pong.as_deref(),
+        Some(&ping_payload(PINGS - 1)[..]),
+        "the last pong answers the last ping"
+    );
+    // The kernel's buffers hold a few MiB; every pong would be 127 MB.
+    assert!(pongs < PINGS / 4, "{pongs} pongs for {PINGS} pings");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_flood_without_reading_is_bounded_with_the_buffer_api() {
+    ping_flood_is_bounded(false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_flood_without_reading_is_bounded_with_whole_messages() {
+    ping_flood_is_bounded(true, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_flood_without_reading_is_bounded_over_http2() {
+    ping_flood_is_bounded(true, true).await;
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// The raw client's frame reading over any stream (an HTTP/1.1
+/// connection or an HTTP/2 stream).
+struct StreamClient {
+    stream: Box<dyn Stream>,
+    buf: Vec<u8>,
+}
+
+impl StreamClient {
+    fn new(stream: Box<dyn Stream>, buf: Vec<u8>) -> Self {
+        StreamClient { stream, buf }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    /// The next server frame; `None` at the end of the stream.
+    async fn read_frame(&mut self) -> Option<ServerFrame> {
+        loop {
+            if let Some((frame, used)) = parse_server_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some(frame);
+            }
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = tokio::time::timeout(TIMEOUT, self.stream.read(&mut chunk))
+                .await
+                .expect("server answered in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
