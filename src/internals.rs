@@ -54,7 +54,7 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<ParsedHeader>, ProtocolError> {
 /// Encodes an unmasked server frame header; returns its length.
 pub fn encode_header(out: &mut [u8; 14], fin: bool, opcode: u8, payload_len: u64) -> usize {
     let opcode = protocol::OpCode::try_from(opcode).unwrap_or(protocol::OpCode::Binary);
-    protocol::encode_header(out, fin, 0, opcode, None, payload_len)
+    protocol::frame::encode_header(out, fin, 0, opcode, None, payload_len)
 }
 
 /// What [`decode_stream`] saw.

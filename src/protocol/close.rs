@@ -1,9 +1,8 @@
-//! Close codes (RFC 6455 §7.4) and close-frame payloads (§5.5.1).
+//! Close codes (RFC 6455 §7.4). Close-frame payloads are encoded and
+//! parsed with the other frame bytes, in `frame`.
 
 use std::fmt;
 use std::num::NonZeroU16;
-
-use super::decoder::ProtocolError;
 
 /// A close status code that may appear in a Close frame (RFC 6455 §7.4).
 ///
@@ -127,39 +126,6 @@ impl fmt::Display for CloseCode {
     }
 }
 
-/// The longest close reason: 125 bytes of control payload minus the code.
-pub(crate) const MAX_REASON_LEN: usize = 123;
-
-/// Parses an unmasked Close frame payload: empty (no status), or a valid
-/// code followed by a UTF-8 reason.
-pub(crate) fn parse_close_payload(
-    payload: &[u8],
-) -> Result<Option<(CloseCode, &str)>, ProtocolError> {
-    match payload {
-        [] => Ok(None),
-        [_] => Err(ProtocolError::InvalidClosePayload),
-        [hi, lo, reason @ ..] => {
-            let raw = u16::from_be_bytes([*hi, *lo]);
-            let code = CloseCode::new(raw).ok_or(ProtocolError::InvalidCloseCode(raw))?;
-            let reason = std::str::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
-            Ok(Some((code, reason)))
-        }
-    }
-}
-
-/// Truncates `reason` to at most [`MAX_REASON_LEN`] bytes on a char
-/// boundary.
-pub(crate) fn truncate_reason(reason: &str) -> &str {
-    if reason.len() <= MAX_REASON_LEN {
-        return reason;
-    }
-    let mut end = MAX_REASON_LEN;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,34 +136,5 @@ mod tests {
             let allowed = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
             assert_eq!(CloseCode::new(code).is_some(), allowed, "{code}");
         }
-    }
-
-    #[test]
-    fn close_payloads() {
-        assert_eq!(parse_close_payload(&[]), Ok(None));
-        assert_eq!(
-            parse_close_payload(&[3]),
-            Err(ProtocolError::InvalidClosePayload)
-        );
-        assert_eq!(
-            parse_close_payload(&[0x03, 0xE8, b'b', b'y', b'e']),
-            Ok(Some((CloseCode::NORMAL, "bye")))
-        );
-        assert_eq!(
-            parse_close_payload(&[0x03, 0xED]),
-            Err(ProtocolError::InvalidCloseCode(1005))
-        );
-        assert_eq!(
-            parse_close_payload(&[0x03, 0xE8, 0xFF]),
-            Err(ProtocolError::InvalidUtf8)
-        );
-    }
-
-    #[test]
-    fn reasons_truncate_on_char_boundaries() {
-        let long = "é".repeat(100);
-        let cut = truncate_reason(&long);
-        assert!(cut.len() <= MAX_REASON_LEN);
-        assert_eq!(cut.len(), 122);
     }
 }

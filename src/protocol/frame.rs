@@ -1,6 +1,11 @@
-//! Frame header codec (RFC 6455 §5.2).
+//! The bytes of a frame, both ways: the header codec (RFC 6455 §5.2),
+//! whole unmasked server frames appended to an output queue, and Close
+//! payloads (§5.5.1), encoded and parsed.
 
-use super::decoder::ProtocolError;
+use bytes::{BufMut, BytesMut};
+
+use super::close::CloseCode;
+use super::error::ProtocolError;
 
 /// The longest header: 2 fixed bytes, 8 length bytes, 4 mask bytes.
 pub(crate) const MAX_HEADER_LEN: usize = 14;
@@ -152,6 +157,108 @@ pub(crate) fn encode_header(
     pos
 }
 
+/// The length of a header for `payload_len` bytes: 2 fixed bytes, the
+/// extended length (none up to 125, 2 bytes up to 65,535, 8 beyond), and
+/// the mask key if `masked`.
+pub(crate) const fn header_len(payload_len: u64, masked: bool) -> usize {
+    let extended = if payload_len < 126 {
+        0
+    } else if payload_len <= 0xFFFF {
+        2
+    } else {
+        8
+    };
+    2 + extended + if masked { 4 } else { 0 }
+}
+
+/// Appends an unmasked server frame header for `len` bytes of payload.
+pub(crate) fn put_header(out: &mut BytesMut, fin: bool, opcode: OpCode, len: usize) {
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(&mut header, fin, 0, opcode, None, len as u64);
+    out.put_slice(&header[..n]);
+}
+
+/// Appends a whole unmasked server frame.
+#[inline]
+pub(crate) fn put_frame(out: &mut BytesMut, fin: bool, opcode: OpCode, payload: &[u8]) {
+    out.reserve(MAX_HEADER_LEN + payload.len());
+    put_header(out, fin, opcode, payload.len());
+    out.put_slice(payload);
+}
+
+/// A control frame payload (at most 125 bytes) held inline: a pending
+/// pong's or a Close's, waiting for the output.
+#[derive(Clone, Copy)]
+pub(crate) struct ControlPayload {
+    len: u8,
+    bytes: [u8; 125],
+}
+
+impl ControlPayload {
+    /// `data`, cut to 125 bytes (a received control payload never is
+    /// longer).
+    pub(crate) fn new(data: &[u8]) -> Self {
+        let mut bytes = [0u8; 125];
+        let len = data.len().min(125);
+        bytes[..len].copy_from_slice(&data[..len]);
+        ControlPayload {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    /// A Close payload: the code and the reason cut to
+    /// [`MAX_REASON_LEN`] bytes on a character boundary, or empty for no
+    /// code.
+    pub(crate) fn close(code: Option<CloseCode>, reason: &str) -> Self {
+        let mut payload = ControlPayload::new(&[]);
+        if let Some(code) = code {
+            let reason = truncate_reason(reason);
+            payload.bytes[..2].copy_from_slice(&code.as_u16().to_be_bytes());
+            payload.bytes[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
+            payload.len = (2 + reason.len()) as u8;
+        }
+        payload
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// The longest close reason: 125 bytes of control payload minus the code.
+pub(crate) const MAX_REASON_LEN: usize = 123;
+
+/// Parses an unmasked Close frame payload: empty (no status), or a valid
+/// code followed by a UTF-8 reason.
+pub(crate) fn parse_close_payload(
+    payload: &[u8],
+) -> Result<Option<(CloseCode, &str)>, ProtocolError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(ProtocolError::InvalidClosePayload),
+        [hi, lo, reason @ ..] => {
+            let raw = u16::from_be_bytes([*hi, *lo]);
+            let code = CloseCode::new(raw).ok_or(ProtocolError::InvalidCloseCode(raw))?;
+            let reason = std::str::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
+            Ok(Some((code, reason)))
+        }
+    }
+}
+
+/// Truncates `reason` to at most [`MAX_REASON_LEN`] bytes on a char
+/// boundary.
+pub(crate) fn truncate_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_REASON_LEN {
+        return reason;
+    }
+    let mut end = MAX_REASON_LEN;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +363,58 @@ mod tests {
             let (h, n) = FrameHeader::parse(&bytes).unwrap().unwrap();
             prop_assert_eq!(n, bytes.len());
             prop_assert_eq!(h, FrameHeader { fin, rsv, opcode: op, mask, payload_len: len });
+        }
+    }
+
+    #[test]
+    fn close_payloads() {
+        assert_eq!(parse_close_payload(&[]), Ok(None));
+        assert_eq!(
+            parse_close_payload(&[3]),
+            Err(ProtocolError::InvalidClosePayload)
+        );
+        assert_eq!(
+            parse_close_payload(&[0x03, 0xE8, b'b', b'y', b'e']),
+            Ok(Some((CloseCode::NORMAL, "bye")))
+        );
+        assert_eq!(
+            parse_close_payload(&[0x03, 0xED]),
+            Err(ProtocolError::InvalidCloseCode(1005))
+        );
+        assert_eq!(
+            parse_close_payload(&[0x03, 0xE8, 0xFF]),
+            Err(ProtocolError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn reasons_truncate_on_char_boundaries() {
+        let long = "é".repeat(100);
+        let cut = truncate_reason(&long);
+        assert!(cut.len() <= MAX_REASON_LEN);
+        assert_eq!(cut.len(), 122);
+    }
+
+    #[test]
+    fn close_payloads_round_trip() {
+        let payload = ControlPayload::close(Some(CloseCode::GOING_AWAY), "bye");
+        assert_eq!(
+            parse_close_payload(payload.as_slice()),
+            Ok(Some((CloseCode::GOING_AWAY, "bye")))
+        );
+        assert_eq!(ControlPayload::close(None, "ignored").as_slice(), b"");
+        let long = ControlPayload::close(Some(CloseCode::NORMAL), &"é".repeat(100));
+        assert_eq!(long.as_slice().len(), 2 + 122);
+    }
+
+    #[test]
+    fn header_len_matches_the_encoder() {
+        for len in [0u64, 1, 125, 126, 65535, 65536, 1 << 40] {
+            for mask in [None, Some([1, 2, 3, 4])] {
+                let mut out = [0u8; MAX_HEADER_LEN];
+                let n = encode_header(&mut out, true, 0, OpCode::Binary, mask, len);
+                assert_eq!(header_len(len, mask.is_some()), n, "{len} {mask:?}");
+            }
         }
     }
 }

@@ -7,21 +7,26 @@
 //!
 //! The pieces, each in its own file:
 //!
-//! - `frame`: the frame header codec (7/16/64-bit lengths, masks) and
-//!   [`OpCode`].
+//! - `close`: [`CloseCode`], the codes allowed on the wire.
+//! - `error`: [`ProtocolError`], each violation and its close code.
+//! - `frame`: the bytes of a frame both ways: the header codec (7/16/64-bit
+//!   lengths, masks), [`OpCode`], whole server frames appended to an
+//!   output queue, Close payloads encoded and parsed.
 //! - `mask`: in-place XOR unmasking, a machine word at a time.
 //! - `utf8`: incremental, fail-fast UTF-8 validation across fragments.
-//! - `close`: [`CloseCode`] and close-frame payloads.
 //! - `decoder`: the receive state machine (fragmentation, control
 //!   frames, limits, UTF-8) that maps every violation to its close code.
+//!
+//! Each file depends only on those above it in this list.
 
 pub(crate) mod close;
 pub(crate) mod decoder;
+pub(crate) mod error;
 pub(crate) mod frame;
 pub(crate) mod mask;
 pub(crate) mod utf8;
 
 pub use close::CloseCode;
-pub use decoder::ProtocolError;
 pub(crate) use decoder::{ControlFrame, Decoder, Header, Limits, WholeFrame};
-pub(crate) use frame::{MAX_HEADER_LEN, OpCode, encode_header};
+pub use error::ProtocolError;
+pub(crate) use frame::{ControlPayload, OpCode, header_len, put_frame, put_header};

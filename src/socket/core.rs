@@ -30,10 +30,9 @@ use super::message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketS
 use super::read_buffer::ReadBuffer;
 use super::spare;
 use crate::error::Error;
-use crate::protocol::close::truncate_reason;
 use crate::protocol::{
-    CloseCode, ControlFrame, Decoder, Header, Limits, MAX_HEADER_LEN, OpCode, ProtocolError,
-    WholeFrame, encode_header,
+    CloseCode, ControlFrame, ControlPayload, Decoder, Header, Limits, OpCode, ProtocolError,
+    WholeFrame, header_len, put_frame, put_header,
 };
 
 /// Payloads up to this size are copied behind their header and written
@@ -162,40 +161,6 @@ impl Wake for Wakers {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.wake_all();
-    }
-}
-
-/// A control frame payload (at most 125 bytes) held inline.
-#[derive(Clone, Copy)]
-struct ControlPayload {
-    len: u8,
-    bytes: [u8; 125],
-}
-
-impl ControlPayload {
-    fn new(data: &[u8]) -> Self {
-        let mut bytes = [0u8; 125];
-        let len = data.len().min(125);
-        bytes[..len].copy_from_slice(&data[..len]);
-        ControlPayload {
-            len: len as u8,
-            bytes,
-        }
-    }
-
-    fn close(code: Option<CloseCode>, reason: &str) -> Self {
-        let mut payload = ControlPayload::new(&[]);
-        if let Some(code) = code {
-            let reason = truncate_reason(reason);
-            payload.bytes[..2].copy_from_slice(&code.as_u16().to_be_bytes());
-            payload.bytes[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
-            payload.len = (2 + reason.len()) as u8;
-        }
-        payload
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
     }
 }
 
@@ -1416,13 +1381,11 @@ fn begin_large_message(data: &mut BytesMut, frame_len: u64) {
             .unwrap_or(usize::MAX)
             .min(data.capacity().max(MESSAGE_READ_CHUNK));
         // The sender's page holds the frame's (masked) header first.
-        let extended_len = match frame_len {
-            0..=125 => 0,
-            126..=0xFFFF => 2,
-            _ => 8,
-        };
-        let header_len = 2 + extended_len + 4;
-        spare::place(data, room, spare::READ_PAGE_OFFSET + header_len);
+        spare::place(
+            data,
+            room,
+            spare::READ_PAGE_OFFSET + header_len(frame_len, true),
+        );
     }
 }
 
@@ -1448,13 +1411,6 @@ fn data_result(count: usize, message_type: MessageType, end_of_message: bool) ->
     }
 }
 
-/// Appends an unmasked frame header for `len` bytes of payload.
-fn put_header(out: &mut BytesMut, fin: bool, opcode: OpCode, len: usize) {
-    let mut header = [0u8; MAX_HEADER_LEN];
-    let n = encode_header(&mut header, fin, 0, opcode, None, len as u64);
-    out.put_slice(&header[..n]);
-}
-
 /// Drops the first `n` bytes of the output queue, which were written. A
 /// queue written out whole is reset in place rather than advanced, so its
 /// next frames need no `reserve` to win the space back.
@@ -1464,14 +1420,6 @@ fn consume_out(out: &mut BytesMut, n: usize) {
     } else {
         out.advance(n);
     }
-}
-
-/// Appends a whole unmasked frame.
-#[inline]
-fn put_frame(out: &mut BytesMut, fin: bool, opcode: OpCode, payload: &[u8]) {
-    out.reserve(MAX_HEADER_LEN + payload.len());
-    put_header(out, fin, opcode, payload.len());
-    out.put_slice(payload);
 }
 
 #[cfg(test)]
