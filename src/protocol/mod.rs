@@ -16,10 +16,14 @@
 //! - `utf8`: incremental, fail-fast UTF-8 validation across fragments.
 //! - `decoder`: the receive state machine (fragmentation, control
 //!   frames, limits, UTF-8) that maps every violation to its close code.
+//! - `connection`: [`Connection`], the whole server side of a connection
+//!   without I/O: the decoder, the close handshake, pending control
+//!   frames, the outgoing message's fragment state and the output queue.
 //!
 //! Each file depends only on those above it in this list.
 
 pub(crate) mod close;
+pub(crate) mod connection;
 pub(crate) mod decoder;
 pub(crate) mod error;
 pub(crate) mod frame;
@@ -27,6 +31,8 @@ pub(crate) mod mask;
 pub(crate) mod utf8;
 
 pub use close::CloseCode;
-pub(crate) use decoder::{ControlFrame, Decoder, Header, Limits, WholeFrame};
+pub use connection::WebSocketState;
+pub(crate) use connection::{Connection, Incoming, Queued, SendRejected};
+pub(crate) use decoder::{Limits, WholeFrame};
 pub use error::ProtocolError;
-pub(crate) use frame::{ControlPayload, OpCode, header_len, put_frame, put_header};
+pub(crate) use frame::header_len;

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -31,8 +31,8 @@ use super::read_buffer::ReadBuffer;
 use super::spare;
 use crate::error::Error;
 use crate::protocol::{
-    CloseCode, ControlFrame, ControlPayload, Decoder, Header, Limits, OpCode, ProtocolError,
-    WholeFrame, header_len, put_frame, put_header,
+    CloseCode, Connection, Incoming, Limits, ProtocolError, Queued, SendRejected, WholeFrame,
+    header_len,
 };
 
 /// Payloads up to this size are copied behind their header and written
@@ -196,12 +196,12 @@ pub(crate) enum SendProgress {
 
 pub(crate) struct Core {
     io: Option<Transport>,
-    state: WebSocketState,
+    /// The protocol: decoder, close handshake, control frames, output.
+    conn: Connection,
     /// The error that ended the socket, repeated to later calls.
     terminal: Option<Error>,
 
     // ----- receive -----
-    decoder: Decoder,
     rbuf: ReadBuffer,
     rbuf_size: usize,
     /// How much the next read asks for: starts at `rbuf_size`, doubles
@@ -215,22 +215,8 @@ pub(crate) struct Core {
     /// The whole-message API's partial message; kept here so a cancelled
     /// `receive_message` loses nothing.
     pub(crate) message: BytesMut,
-    close_status: Option<CloseCode>,
-    close_description: Option<String>,
 
     // ----- send -----
-    out: BytesMut,
-    /// A large data frame's payload is being written from a caller's
-    /// buffer: nothing else may be written until it is done.
-    frame_in_progress: bool,
-    /// The type of the outgoing fragmented message, if one is open.
-    send_message: Option<MessageType>,
-    /// The latest unanswered ping (RFC 6455 §5.5.3 allows answering only
-    /// the most recent one, which bounds what a ping flood can queue).
-    pending_pong: Option<ControlPayload>,
-    pending_ping: bool,
-    pending_close: Option<ControlPayload>,
-    close_sent: bool,
     close_timeout: Duration,
     /// Sends completed without writing because more input was buffered:
     /// the next read (or the background task) writes them.
@@ -293,24 +279,14 @@ impl Shared {
         Arc::new(Shared {
             core: Mutex::new(Core {
                 io: Some(io),
-                state: WebSocketState::Open,
+                conn: Connection::new(config.limits),
                 terminal: None,
-                decoder: Decoder::new(config.limits),
                 // Frames the client sent along with its handshake.
                 rbuf: ReadBuffer::from_slice(leftover),
                 rbuf_size: config.receive_buffer_size,
                 read_size: config.receive_buffer_size,
                 small_reads: 0,
                 message: BytesMut::new(),
-                close_status: None,
-                close_description: None,
-                out: BytesMut::new(),
-                frame_in_progress: false,
-                send_message: None,
-                pending_pong: None,
-                pending_ping: false,
-                pending_close: None,
-                close_sent: false,
                 close_timeout: config.close_timeout,
                 deferred: false,
                 flush_notify: config.flush_notify,
@@ -349,9 +325,9 @@ impl Shared {
         let epoch = self.wakers.epoch();
         let mut io_cx = Context::from_waker(&self.proxy);
         let mut core = self.lock();
-        let was_finished = core.state.is_finished();
+        let was_finished = core.state().is_finished();
         let result = f(&mut core, &mut io_cx);
-        let now_finished = core.state.is_finished();
+        let now_finished = core.state().is_finished();
         drop(core);
         if now_finished && !was_finished {
             // Whoever else waits on the I/O (the other half, the timer)
@@ -398,7 +374,7 @@ impl Shared {
     ) -> Result<Duration, Error> {
         let mut core = self.lock();
         if core.start_close(status, reason)? {
-            if core.state == WebSocketState::Closed && !core.frame_in_progress {
+            if core.state() == WebSocketState::Closed && !core.conn.frame_in_progress() {
                 // The peer's Close had arrived: the handshake is complete.
                 core.linger();
             } else {
@@ -442,27 +418,27 @@ impl Drop for Shared {
 
 impl Core {
     pub(crate) fn state(&self) -> WebSocketState {
-        self.state
+        self.conn.state()
     }
 
     pub(crate) fn close_status(&self) -> Option<CloseCode> {
-        self.close_status
+        self.conn.close_status()
     }
 
     pub(crate) fn close_description(&self) -> Option<&str> {
-        self.close_description.as_deref()
+        self.conn.close_description()
     }
 
-    fn set_state(&mut self, state: WebSocketState) {
-        self.state = state;
-        if state.is_finished() {
+    /// Tells whoever awaits the socket's end, once it has ended.
+    fn note_state(&mut self) {
+        if self.state().is_finished() && !*self.finished.borrow() {
             self.finished.send_replace(true);
         }
     }
 
     /// The error for an operation on a finished socket.
     fn finished_error(&self) -> Error {
-        match (&self.terminal, self.state) {
+        match (&self.terminal, self.state()) {
             (Some(e), _) => e.replay(),
             (None, WebSocketState::Closed) => Error::Closed,
             _ => Error::Aborted,
@@ -472,13 +448,10 @@ impl Core {
     /// Drops the connection at once: no Close frame.
     pub(crate) fn abort(&mut self) {
         self.io = None;
-        self.out = BytesMut::new();
+        self.conn.abort();
         self.rbuf = ReadBuffer::default();
         self.message = BytesMut::new();
-        self.frame_in_progress = false;
-        if !self.state.is_finished() {
-            self.set_state(WebSocketState::Aborted);
-        }
+        self.note_state();
     }
 
     /// Aborts with `error`, remembered for later calls.
@@ -493,13 +466,8 @@ impl Core {
     /// send a Close frame with the violation's code, close the connection.
     fn fail(&mut self, violation: ProtocolError) -> Error {
         tracing::debug!(%violation, "failing websocket connection");
-        if !self.close_sent && !self.frame_in_progress {
-            self.pending_close = Some(ControlPayload::close(
-                Some(violation.close_code()),
-                violation.reason(),
-            ));
-            self.close_sent = true;
-            self.linger();
+        if let Some(out) = self.conn.fail(violation) {
+            self.linger_with(out);
         }
         self.abort_with(Error::Protocol(violation))
     }
@@ -510,11 +478,15 @@ impl Core {
     /// with unread input would make the kernel reset the connection, and
     /// a reset can destroy our Close frame in the peer's receive buffer.
     fn linger(&mut self) {
-        self.stage_control();
+        let out = self.conn.take_output();
+        self.linger_with(out);
+    }
+
+    /// [`linger`](Self::linger), writing `out` first.
+    fn linger_with(&mut self, out: BytesMut) {
         let Some(mut io) = self.io.take() else {
             return;
         };
-        let out = std::mem::take(&mut self.out);
         let timeout = self.close_timeout;
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -534,18 +506,18 @@ impl Core {
 
     /// The last handle is gone.
     fn on_drop(&mut self) {
-        match self.state {
-            WebSocketState::CloseReceived if !self.frame_in_progress => {
+        let frame_in_progress = self.conn.frame_in_progress();
+        match self.state() {
+            WebSocketState::CloseReceived if !frame_in_progress => {
                 // Answer the peer's Close (RFC 6455 §5.5.1) on the way out.
-                self.pending_close = Some(ControlPayload::close(self.close_status, ""));
-                self.close_sent = true;
+                let _ = self.conn.start_close(self.conn.close_status(), "");
                 self.linger();
-                self.set_state(WebSocketState::Closed);
+                self.note_state();
             }
-            WebSocketState::CloseSent | WebSocketState::Closed if !self.frame_in_progress => {
+            WebSocketState::CloseSent | WebSocketState::Closed if !frame_in_progress => {
                 self.linger();
             }
-            WebSocketState::Open if !self.out.is_empty() && !self.frame_in_progress => {
+            WebSocketState::Open if self.conn.queued() > 0 && !frame_in_progress => {
                 // Sends that completed (coalesced, not yet written) are
                 // still delivered; then the connection closes without a
                 // close handshake, as an abort.
@@ -560,64 +532,22 @@ impl Core {
     // Writing
     // ===================================================================
 
-    /// Moves pending control frames into the output, unless a large frame
-    /// is being written. A Close frame goes last: nothing follows it.
-    #[inline]
-    fn stage_control(&mut self) {
-        // Checked here, inline, before any `take`: moving a
-        // `ControlPayload` out copies its 125 bytes, and this runs on
-        // every write.
-        if !self.frame_in_progress
-            && (self.pending_pong.is_some() || self.pending_ping || self.pending_close.is_some())
-        {
-            self.stage_pending_control();
-        }
-    }
-
-    ///
-    /// A pong or ping waits while earlier output is still queued (the
-    /// write finds the peer's window full): the pending slot keeps only the
-    /// latest ping's answer (RFC 6455 §5.5.3), so a peer that floods pings
-    /// and never reads cannot grow the output. Our Close takes everything
-    /// still pending with it.
-    #[cold]
-    fn stage_pending_control(&mut self) {
-        if !self.out.is_empty() && self.pending_close.is_none() {
-            return;
-        }
-        if let Some(pong) = self.pending_pong.take() {
-            if !self.close_sent || self.pending_close.is_some() {
-                put_frame(&mut self.out, true, OpCode::Pong, pong.as_slice());
-            }
-        }
-        if std::mem::take(&mut self.pending_ping) && !self.close_sent {
-            put_frame(&mut self.out, true, OpCode::Ping, &[]);
-        }
-        if let Some(close) = self.pending_close.take() {
-            put_frame(&mut self.out, true, OpCode::Close, close.as_slice());
-        }
-    }
-
     /// Writes all queued output and flushes.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.stage_control();
-        while !self.out.is_empty() {
+        self.conn.stage_control();
+        while !self.conn.output().is_empty() {
             let Some(io) = self.io.as_mut() else {
                 return Poll::Ready(Err(self.finished_error()));
             };
-            match Pin::new(&mut *io).poll_write(cx, &self.out) {
+            match Pin::new(&mut *io).poll_write(cx, self.conn.output()) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(
                         self.abort_with(Error::Io(io::ErrorKind::WriteZero.into()))
                     ));
                 }
-                Poll::Ready(Ok(n)) => {
-                    consume_out(&mut self.out, n);
-                    if self.out.is_empty() {
-                        // Control frames that waited behind the output.
-                        self.stage_control();
-                    }
-                }
+                // Control frames that waited behind the output are staged
+                // once it is written.
+                Poll::Ready(Ok(n)) => self.conn.written(n),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.abort_with(e.into()))),
                 Poll::Pending => return Poll::Pending,
             }
@@ -636,7 +566,7 @@ impl Core {
     /// The background task's safety net: writes output a send deferred, if
     /// the application has not read (and so written it) since.
     pub(crate) fn poll_write_deferred(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.deferred || self.frame_in_progress || self.io.is_none() {
+        if !self.deferred || self.conn.frame_in_progress() || self.io.is_none() {
             return Poll::Ready(());
         }
         self.poll_write_out(cx).map(drop)
@@ -647,12 +577,7 @@ impl Core {
     /// while it receives.
     #[inline]
     fn try_write_control(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
-        if self.frame_in_progress
-            || (self.out.is_empty()
-                && self.pending_pong.is_none()
-                && !self.pending_ping
-                && self.pending_close.is_none())
-        {
+        if self.conn.frame_in_progress() || !self.conn.has_output() {
             return Ok(());
         }
         match self.poll_write_out(cx) {
@@ -664,13 +589,13 @@ impl Core {
     /// The keep-alive timer's tick: queue a ping and try to write it.
     /// Returns whether the socket is still open.
     pub(crate) fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        if self.state != WebSocketState::Open {
+        if self.state() != WebSocketState::Open {
             return Poll::Ready(false);
         }
-        self.pending_ping = true;
+        self.conn.queue_ping();
         self.ping_epoch = self.read_epoch;
         let _ = self.try_write_control(cx);
-        Poll::Ready(self.state == WebSocketState::Open)
+        Poll::Ready(self.state() == WebSocketState::Open)
     }
 
     /// Whether the peer showed any sign of life since the last ping. If
@@ -681,7 +606,7 @@ impl Core {
     ///
     /// Returns the verdict and whether bytes were read here.
     fn check_alive(&mut self, cx: &mut Context<'_>) -> (Liveness, bool) {
-        if self.state != WebSocketState::Open || self.read_epoch != self.ping_epoch {
+        if self.state() != WebSocketState::Open || self.read_epoch != self.ping_epoch {
             return (Liveness::Alive, false);
         }
         if self.rbuf.len() >= KEEP_ALIVE_READ_CAP {
@@ -725,10 +650,11 @@ impl Core {
                     };
                     while *written < payload.len() {
                         let rest = &payload[*written..];
-                        let result = if self.out.is_empty() {
+                        let out = self.conn.output();
+                        let result = if out.is_empty() {
                             Pin::new(&mut *io).poll_write(cx, rest)
                         } else {
-                            let slices = [IoSlice::new(&self.out), IoSlice::new(rest)];
+                            let slices = [IoSlice::new(out), IoSlice::new(rest)];
                             Pin::new(&mut *io).poll_write_vectored(cx, &slices)
                         };
                         match ready!(result) {
@@ -738,15 +664,17 @@ impl Core {
                                 ));
                             }
                             Ok(mut n) => {
-                                let from_out = n.min(self.out.len());
-                                consume_out(&mut self.out, from_out);
+                                let from_out = n.min(self.conn.queued());
+                                if from_out > 0 {
+                                    self.conn.written(from_out);
+                                }
                                 n -= from_out;
                                 *written += n;
                             }
                             Err(e) => return Poll::Ready(Err(self.abort_with(e.into()))),
                         }
                     }
-                    self.frame_in_progress = false;
+                    self.conn.end_streamed_frame();
                     *progress = SendProgress::Flushing;
                 }
                 SendProgress::Flushing => {
@@ -773,9 +701,9 @@ impl Core {
     /// unread input is buffered, or an incoming frame is still arriving —
     /// and the queue is small.
     fn may_defer(&self) -> bool {
-        (!self.rbuf.is_empty() || self.decoder.remaining() > 0)
-            && self.out.len() < COALESCE_LIMIT
-            && self.state == WebSocketState::Open
+        (!self.rbuf.is_empty() || self.conn.remaining() > 0)
+            && self.conn.queued() < COALESCE_LIMIT
+            && self.state() == WebSocketState::Open
     }
 
     /// Checks a send against the state, queues the frame header (and a
@@ -787,41 +715,26 @@ impl Core {
         end_of_message: bool,
         progress: &mut SendProgress,
     ) -> Result<(), Error> {
-        if self.state.is_finished() {
-            return Err(self.finished_error());
-        }
-        if self.close_sent {
-            return Err(Error::SendAfterClose);
-        }
-        let opcode = match (message_type, self.send_message) {
-            (MessageType::Close, _) => {
+        let text = match message_type {
+            MessageType::Close => {
                 return Err(Error::InvalidArgument(
                     "message type Close cannot be sent as data; use close or close_output",
                 ));
             }
-            (t, Some(open)) if t != open => {
+            MessageType::Text => true,
+            MessageType::Binary => false,
+        };
+        let copy = payload.len() <= COPY_THRESHOLD;
+        match self.conn.queue_data(payload, text, end_of_message, copy) {
+            Ok(Queued::Whole) => *progress = SendProgress::Flushing,
+            Ok(Queued::Header) => *progress = SendProgress::Streaming { written: 0 },
+            Err(SendRejected::Finished) => return Err(self.finished_error()),
+            Err(SendRejected::AfterClose) => return Err(Error::SendAfterClose),
+            Err(SendRejected::TypeChanged) => {
                 return Err(Error::InvalidArgument(
                     "message type changed in the middle of a fragmented message",
                 ));
             }
-            (_, Some(_)) => OpCode::Continuation,
-            (MessageType::Text, None) => OpCode::Text,
-            (MessageType::Binary, None) => OpCode::Binary,
-        };
-        self.send_message = if end_of_message {
-            None
-        } else {
-            Some(message_type)
-        };
-        // Control frames queued so far go before this frame.
-        self.stage_control();
-        if payload.len() <= COPY_THRESHOLD {
-            put_frame(&mut self.out, end_of_message, opcode, payload);
-            *progress = SendProgress::Flushing;
-        } else {
-            put_header(&mut self.out, end_of_message, opcode, payload.len());
-            self.frame_in_progress = true;
-            *progress = SendProgress::Streaming { written: 0 };
         }
         Ok(())
     }
@@ -830,10 +743,7 @@ impl Core {
     /// of a half-written frame, which the next write sends.
     pub(crate) fn cancel_send(&mut self, payload: &[u8], progress: &SendProgress) {
         if let SendProgress::Streaming { written } = progress {
-            if self.frame_in_progress {
-                self.out.extend_from_slice(&payload[*written..]);
-                self.frame_in_progress = false;
-            }
+            self.conn.queue_rest(&payload[*written..]);
         }
     }
 
@@ -848,45 +758,38 @@ impl Core {
         self.start_frame(payload, message_type, true, &mut progress)?;
         if let SendProgress::Streaming { .. } = progress {
             // Sink items are owned, so copy instead of streaming.
-            self.out.extend_from_slice(payload);
-            self.frame_in_progress = false;
+            self.conn.queue_rest(payload);
         }
         Ok(())
     }
 
     /// Bytes queued but not yet written.
     pub(crate) fn queued(&self) -> usize {
-        self.out.len()
+        self.conn.queued()
     }
 
     /// Bytes accepted but not yet handed to the transport: the queued
     /// output plus the control frames waiting to be staged.
     pub(crate) fn buffered_amount(&self) -> usize {
-        let control = |payload: &Option<ControlPayload>| {
-            payload.as_ref().map_or(0, |p| 2 + p.as_slice().len())
-        };
-        self.out.len()
-            + control(&self.pending_pong)
-            + control(&self.pending_close)
-            + if self.pending_ping { 2 } else { 0 }
+        self.conn.buffered_amount()
     }
 
     /// Writes queued output (data, control frames, our Close) and
     /// flushes; once both Close frames are exchanged, hands the connection
     /// over to be closed.
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.frame_in_progress {
+        if self.conn.frame_in_progress() {
             // A send is writing a large frame; it flushes when done.
             return Poll::Ready(Ok(()));
         }
         if self.io.is_none() {
-            return Poll::Ready(match self.state {
+            return Poll::Ready(match self.state() {
                 WebSocketState::Closed => Ok(()),
                 _ => Err(self.finished_error()),
             });
         }
         ready!(self.poll_write_out(cx))?;
-        if self.state == WebSocketState::Closed {
+        if self.state() == WebSocketState::Closed {
             self.linger();
         }
         Poll::Ready(Ok(()))
@@ -899,21 +802,13 @@ impl Core {
         status: Option<CloseCode>,
         reason: &str,
     ) -> Result<bool, Error> {
-        match self.state {
-            WebSocketState::Aborted => return Err(self.finished_error()),
-            WebSocketState::Closed | WebSocketState::CloseSent => return Ok(false),
-            WebSocketState::Open | WebSocketState::CloseReceived => {}
+        match self.conn.start_close(status, reason) {
+            Ok(queued) => {
+                self.note_state();
+                Ok(queued)
+            }
+            Err(_) => Err(self.finished_error()),
         }
-        self.pending_close = Some(ControlPayload::close(status, reason));
-        self.close_sent = true;
-        if self.state == WebSocketState::CloseReceived {
-            // Both Close frames exchanged: write ours, then let go.
-            self.close_status = self.close_status.or(status);
-            self.set_state(WebSocketState::Closed);
-        } else {
-            self.set_state(WebSocketState::CloseSent);
-        }
-        Ok(true)
     }
 
     /// The close timeout, for [`WebSocket::close`](crate::WebSocket::close).
@@ -963,7 +858,7 @@ impl Core {
         }
         // The rest of a frame whose header was read is known to be coming:
         // make room for it (up to a read's maximum), so it takes one read.
-        let frame_rest = usize::try_from(self.decoder.remaining())
+        let frame_rest = usize::try_from(self.conn.remaining())
             .unwrap_or(usize::MAX)
             .saturating_sub(self.rbuf.len())
             .min(MAX_READ_SIZE);
@@ -1030,7 +925,7 @@ impl Core {
         cx: &mut Context<'_>,
         mut target: Target<'_>,
     ) -> Poll<Result<ReceiveResult, Error>> {
-        match self.state {
+        match self.state() {
             WebSocketState::Open | WebSocketState::CloseSent => {}
             WebSocketState::CloseReceived => return Poll::Ready(Err(Error::Closed)),
             WebSocketState::Closed | WebSocketState::Aborted => {
@@ -1043,9 +938,9 @@ impl Core {
             }
         }
         loop {
-            let remaining = self.decoder.remaining();
+            let remaining = self.conn.remaining();
             if remaining > 0 {
-                let text = self.decoder.message_is_text() == Some(true);
+                let text = self.conn.message_is_text() == Some(true);
                 let message_type = if text {
                     MessageType::Text
                 } else {
@@ -1072,7 +967,7 @@ impl Core {
                 }
                 if let Target::Message { data, whole } = &mut target {
                     let whole_text = if data.is_empty() {
-                        self.decoder.whole_message(n)
+                        self.conn.whole_message(n)
                     } else {
                         None
                     };
@@ -1084,7 +979,7 @@ impl Core {
                         return Poll::Ready(Ok(data_result(n, message_type, true)));
                     }
                 }
-                let done = match self.decoder.payload(&mut self.rbuf.unread_mut()[..n]) {
+                let done = match self.conn.payload(&mut self.rbuf.unread_mut()[..n]) {
                     Ok(done) => done,
                     Err(e) => return Poll::Ready(Err(self.fail(e))),
                 };
@@ -1106,7 +1001,7 @@ impl Core {
                 ready!(self.poll_fill(cx))?;
                 continue;
             }
-            let (header, header_len) = match self.decoder.decode_header(self.rbuf.unread()) {
+            let (incoming, used) = match self.conn.receive_header(self.rbuf.unread_mut()) {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => {
                     ready!(self.poll_fill(cx))?;
@@ -1114,45 +1009,27 @@ impl Core {
                 }
                 Err(e) => return Poll::Ready(Err(self.fail(e))),
             };
-            match header {
-                Header::Data {
+            self.rbuf.consume(used);
+            match incoming {
+                Incoming::Data {
                     text,
-                    len,
-                    message_done,
+                    len: 0,
+                    message_done: true,
                 } => {
-                    self.rbuf.consume(header_len);
-                    if len == 0 && message_done {
-                        let message_type = if text {
-                            MessageType::Text
-                        } else {
-                            MessageType::Binary
-                        };
-                        return Poll::Ready(Ok(data_result(0, message_type, true)));
-                    }
+                    let message_type = if text {
+                        MessageType::Text
+                    } else {
+                        MessageType::Binary
+                    };
+                    return Poll::Ready(Ok(data_result(0, message_type, true)));
                 }
-                Header::Control { opcode, mask, len } => {
-                    if self.rbuf.len() < header_len + len {
-                        ready!(self.poll_fill(cx))?;
-                        continue;
-                    }
-                    let mut payload = [0u8; 125];
-                    payload[..len]
-                        .copy_from_slice(&self.rbuf.unread()[header_len..header_len + len]);
-                    self.rbuf.consume(header_len + len);
-                    match self.decoder.control(opcode, mask, &mut payload[..len]) {
-                        Ok(ControlFrame::Ping(data)) => {
-                            if !self.close_sent {
-                                self.pending_pong = Some(ControlPayload::new(data));
-                                self.try_write_control(cx)?;
-                            }
-                        }
-                        Ok(ControlFrame::Pong(_)) => {}
-                        Ok(ControlFrame::Close(close)) => {
-                            return Poll::Ready(Ok(self.on_close(close)));
-                        }
-                        Err(e) => return Poll::Ready(Err(self.fail(e))),
-                    }
-                }
+                Incoming::Data { .. } | Incoming::Pong => {}
+                // Its pong is queued: write it if nothing else is writing.
+                Incoming::Ping => self.try_write_control(cx)?,
+                Incoming::Close {
+                    status,
+                    description,
+                } => return Poll::Ready(Ok(self.on_close(status, description))),
             }
         }
     }
@@ -1174,8 +1051,8 @@ impl Core {
     fn take_whole_message(&mut self, n: usize, text: bool) -> Result<Message, Error> {
         let payload = &mut self.rbuf.unread_mut()[..n];
         if text {
-            self.decoder.payload_whole_text(payload);
-        } else if let Err(e) = self.decoder.payload(payload) {
+            self.conn.payload_whole_text(payload);
+        } else if let Err(e) = self.conn.payload(payload) {
             return Err(self.fail(e));
         }
         self.take_unmasked_message(0, n, text)
@@ -1269,7 +1146,7 @@ impl Core {
             return Poll::Ready(Err(self.abort_with(Error::ConnectionReset)));
         }
         self.read_epoch = self.read_epoch.wrapping_add(1);
-        match self.decoder.payload(filled) {
+        match self.conn.payload(filled) {
             Ok(done) => Poll::Ready(Ok(Some((count, done)))),
             Err(e) => Poll::Ready(Err(self.fail(e))),
         }
@@ -1281,14 +1158,17 @@ impl Core {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Message, Error>> {
         loop {
-            if matches!(self.state, WebSocketState::Open | WebSocketState::CloseSent) {
+            if matches!(
+                self.state(),
+                WebSocketState::Open | WebSocketState::CloseSent
+            ) {
                 // The common case first: a whole single-frame message at
                 // the front of the read buffer, or nothing buffered between
                 // messages (wait for input, then look again).
-                if let Some(frame) = self.decoder.whole_frame(self.rbuf.unread()) {
+                if let Some(frame) = self.conn.whole_frame(self.rbuf.unread()) {
                     return Poll::Ready(self.take_whole_frame(frame));
                 }
-                if self.rbuf.is_empty() && self.decoder.remaining() == 0 {
+                if self.rbuf.is_empty() && self.conn.remaining() == 0 {
                     ready!(self.poll_fill(cx))?;
                     continue;
                 }
@@ -1333,24 +1213,18 @@ impl Core {
         }
     }
 
-    /// The peer's Close frame arrived.
-    fn on_close(&mut self, close: Option<(CloseCode, &str)>) -> ReceiveResult {
-        let (status, description) = match close {
-            Some((code, reason)) => (Some(code), Some(reason.to_owned())),
-            None => (None, None),
-        };
-        if self.close_status.is_none() {
-            self.close_status = status;
-            self.close_description = description.clone();
-        }
-        if self.close_sent {
-            // Our Close was answered: the handshake is complete, and the
-            // server closes the TCP connection first (RFC 6455 §7.1.1).
-            self.set_state(WebSocketState::Closed);
+    /// The peer's Close frame arrived. If ours was sent, the handshake is
+    /// complete, and the server closes the TCP connection first (RFC 6455
+    /// §7.1.1).
+    fn on_close(
+        &mut self,
+        status: Option<CloseCode>,
+        description: Option<String>,
+    ) -> ReceiveResult {
+        if self.state() == WebSocketState::Closed {
             self.linger();
-        } else {
-            self.set_state(WebSocketState::CloseReceived);
         }
+        self.note_state();
         ReceiveResult {
             count: 0,
             message_type: MessageType::Close,
@@ -1408,17 +1282,6 @@ fn data_result(count: usize, message_type: MessageType, end_of_message: bool) ->
         end_of_message,
         close_status: None,
         close_description: None,
-    }
-}
-
-/// Drops the first `n` bytes of the output queue, which were written. A
-/// queue written out whole is reset in place rather than advanced, so its
-/// next frames need no `reserve` to win the space back.
-fn consume_out(out: &mut BytesMut, n: usize) {
-    if n == out.len() {
-        out.clear();
-    } else {
-        out.advance(n);
     }
 }
 

@@ -162,36 +162,4 @@ impl From<Vec<u8>> for Message {
     }
 }
 
-/// The state of a [`WebSocket`](crate::WebSocket) (ASP.NET
-/// `WebSocketState`).
-///
-/// ```text
-///            close_output / close            peer's Close
-///   Open ─────────────────────────▶ CloseSent ─────────────▶ Closed
-///     │                                                        ▲
-///     │ peer's Close                close_output / close       │
-///     └──────────────▶ CloseReceived ──────────────────────────┘
-///
-///   any state ── abort, protocol error, I/O error, timeout ──▶ Aborted
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum WebSocketState {
-    /// The handshake is done; both sides may send.
-    Open,
-    /// This side sent its Close frame and waits for the peer's.
-    CloseSent,
-    /// The peer's Close frame arrived; this side has not answered yet.
-    CloseReceived,
-    /// Both Close frames were exchanged; the connection is closed.
-    Closed,
-    /// The connection was dropped without a complete close handshake.
-    Aborted,
-}
-
-impl WebSocketState {
-    /// Whether the socket is finished (`Closed` or `Aborted`): nothing
-    /// more can be sent or received.
-    pub fn is_finished(self) -> bool {
-        matches!(self, WebSocketState::Closed | WebSocketState::Aborted)
-    }
-}
+pub use crate::protocol::WebSocketState;

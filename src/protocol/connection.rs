@@ -1,0 +1,806 @@
+//! The server side of one WebSocket connection, without I/O: bytes in,
+//! events and bytes out.
+//!
+//! [`Connection`] owns everything the protocol decides: the receive state
+//! machine ([`Decoder`]), the close handshake (one [`Close`] state), the
+//! control frames waiting to go out (one pong slot, a keep-alive ping),
+//! the type of the outgoing fragmented message, and the output queue the
+//! frames are encoded into. The socket reads into a buffer and hands the
+//! bytes here; it writes what [`output`](Connection::output) holds and
+//! reports how much went out with [`written`](Connection::written).
+
+use bytes::{Buf, BytesMut};
+
+use super::close::CloseCode;
+use super::decoder::{ControlFrame, Decoder, Header, Limits, WholeFrame};
+use super::error::ProtocolError;
+use super::frame::{ControlPayload, OpCode, put_frame, put_header};
+
+/// The state of a [`WebSocket`](crate::WebSocket) (ASP.NET
+/// `WebSocketState`).
+///
+/// ```text
+///            close_output / close            peer's Close
+///   Open ─────────────────────────▶ CloseSent ─────────────▶ Closed
+///     │                                                        ▲
+///     │ peer's Close                close_output / close       │
+///     └──────────────▶ CloseReceived ──────────────────────────┘
+///
+///   any state ── abort, protocol error, I/O error, timeout ──▶ Aborted
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WebSocketState {
+    /// The handshake is done; both sides may send.
+    Open,
+    /// This side sent its Close frame and waits for the peer's.
+    CloseSent,
+    /// The peer's Close frame arrived; this side has not answered yet.
+    CloseReceived,
+    /// Both Close frames were exchanged; the connection is closed.
+    Closed,
+    /// The connection was dropped without a complete close handshake.
+    Aborted,
+}
+
+impl WebSocketState {
+    /// Whether the socket is finished (`Closed` or `Aborted`): nothing
+    /// more can be sent or received.
+    pub fn is_finished(self) -> bool {
+        matches!(self, WebSocketState::Closed | WebSocketState::Aborted)
+    }
+}
+
+/// Where the close handshake stands: the one record of it.
+#[derive(Clone, Copy)]
+enum Close {
+    /// Neither Close frame yet.
+    Open,
+    /// The peer's Close arrived; ours is not queued.
+    Received,
+    /// Ours waits to be put in the output (behind a frame being
+    /// streamed); `received`: the peer's had arrived.
+    Queued {
+        payload: ControlPayload,
+        received: bool,
+    },
+    /// Ours is in the output or written: nothing may follow it.
+    Sent { received: bool },
+    /// Ended without (completing) the handshake.
+    Aborted,
+}
+
+/// What the bytes at the front of the read buffer hold, between frames
+/// (see [`Connection::receive_header`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Incoming {
+    /// A data frame's header: feed its `len` bytes of payload to
+    /// [`Connection::payload`]. A zero-length frame is already complete:
+    /// `message_done` says whether it ended the message.
+    Data {
+        text: bool,
+        len: u64,
+        message_done: bool,
+    },
+    /// A ping: its pong is queued (while our Close is not).
+    Ping,
+    /// A pong.
+    Pong,
+    /// The peer's Close: its code and reason, if any.
+    Close {
+        status: Option<CloseCode>,
+        description: Option<String>,
+    },
+}
+
+/// Why a data frame cannot be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SendRejected {
+    /// The connection is closed or aborted.
+    Finished,
+    /// Our Close frame was sent: nothing may follow it.
+    AfterClose,
+    /// A different type than the open fragmented message's.
+    TypeChanged,
+}
+
+/// How [`Connection::queue_data`] queued a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// Header and payload are in the output.
+    Whole,
+    /// Only the header is: the caller writes the payload after the output
+    /// ([`written`](Connection::written) for the queued bytes), then calls
+    /// [`end_streamed_frame`](Connection::end_streamed_frame) — or, if it
+    /// gives up, [`queue_rest`](Connection::queue_rest).
+    Header,
+}
+
+/// The sans-IO server side of one WebSocket connection.
+pub(crate) struct Connection {
+    decoder: Decoder,
+    close: Close,
+    /// The status the peer's Close carried, or the one we answered with.
+    close_status: Option<CloseCode>,
+    close_description: Option<String>,
+    /// Encoded frames waiting to be written.
+    out: BytesMut,
+    /// A data frame's payload is being written from a caller's buffer
+    /// behind its header in `out`: nothing else may enter the output until
+    /// it is done.
+    frame_in_progress: bool,
+    /// The opcode of the outgoing fragmented message, if one is open.
+    sending: Option<OpCode>,
+    /// The latest unanswered ping's payload (RFC 6455 §5.5.3 allows
+    /// answering only the most recent one).
+    pending_pong: Option<ControlPayload>,
+    /// A keep-alive ping waits to go out.
+    pending_ping: bool,
+}
+
+impl Connection {
+    pub(crate) fn new(limits: Limits) -> Connection {
+        Connection {
+            decoder: Decoder::new(limits),
+            close: Close::Open,
+            close_status: None,
+            close_description: None,
+            out: BytesMut::new(),
+            frame_in_progress: false,
+            sending: None,
+            pending_pong: None,
+            pending_ping: false,
+        }
+    }
+
+    pub(crate) fn state(&self) -> WebSocketState {
+        match self.close {
+            Close::Open => WebSocketState::Open,
+            Close::Received => WebSocketState::CloseReceived,
+            Close::Queued {
+                received: false, ..
+            }
+            | Close::Sent { received: false } => WebSocketState::CloseSent,
+            Close::Queued { received: true, .. } | Close::Sent { received: true } => {
+                WebSocketState::Closed
+            }
+            Close::Aborted => WebSocketState::Aborted,
+        }
+    }
+
+    pub(crate) fn close_status(&self) -> Option<CloseCode> {
+        self.close_status
+    }
+
+    pub(crate) fn close_description(&self) -> Option<&str> {
+        self.close_description.as_deref()
+    }
+
+    /// Whether our Close is queued or sent.
+    fn close_started(&self) -> bool {
+        matches!(self.close, Close::Queued { .. } | Close::Sent { .. })
+    }
+
+    // ----- receiving -----
+
+    /// Payload bytes left in the current data frame (0 between frames).
+    #[inline]
+    pub(crate) fn remaining(&self) -> u64 {
+        self.decoder.remaining()
+    }
+
+    /// Whether the current message is text (`None` between messages).
+    #[inline]
+    pub(crate) fn message_is_text(&self) -> Option<bool> {
+        self.decoder.message_is_text()
+    }
+
+    /// See [`Decoder::whole_frame`].
+    #[inline]
+    pub(crate) fn whole_frame(&self, buf: &[u8]) -> Option<WholeFrame> {
+        self.decoder.whole_frame(buf)
+    }
+
+    /// See [`Decoder::whole_message`].
+    #[inline]
+    pub(crate) fn whole_message(&self, len: usize) -> Option<bool> {
+        self.decoder.whole_message(len)
+    }
+
+    /// See [`Decoder::payload`].
+    #[inline]
+    pub(crate) fn payload(&mut self, chunk: &mut [u8]) -> Result<bool, ProtocolError> {
+        self.decoder.payload(chunk)
+    }
+
+    /// See [`Decoder::payload_whole_text`].
+    #[inline]
+    pub(crate) fn payload_whole_text(&mut self, chunk: &mut [u8]) {
+        self.decoder.payload_whole_text(chunk);
+    }
+
+    /// Decodes the frame at the front of `buf`, between frames, and acts on
+    /// a control frame: a ping's pong is queued, a Close moves the close
+    /// handshake on. Returns what it was and how many bytes it took;
+    /// `Ok(None)` if `buf` holds only part of the header (or of a control
+    /// frame), which then changes nothing.
+    pub(crate) fn receive_header(
+        &mut self,
+        buf: &mut [u8],
+    ) -> Result<Option<(Incoming, usize)>, ProtocolError> {
+        let Some((header, header_len)) = self.decoder.decode_header(buf)? else {
+            return Ok(None);
+        };
+        let (opcode, mask, len) = match header {
+            Header::Data {
+                text,
+                len,
+                message_done,
+            } => {
+                let data = Incoming::Data {
+                    text,
+                    len,
+                    message_done,
+                };
+                return Ok(Some((data, header_len)));
+            }
+            Header::Control { opcode, mask, len } => (opcode, mask, len),
+        };
+        let Some(payload) = buf.get_mut(header_len..header_len + len) else {
+            return Ok(None);
+        };
+        let incoming = match self.decoder.control(opcode, mask, payload)? {
+            ControlFrame::Ping(data) => {
+                if !self.close_started() {
+                    self.pending_pong = Some(ControlPayload::new(data));
+                }
+                Incoming::Ping
+            }
+            ControlFrame::Pong(_) => Incoming::Pong,
+            ControlFrame::Close(close) => {
+                let (status, description) = match close {
+                    Some((code, reason)) => (Some(code), Some(reason.to_owned())),
+                    None => (None, None),
+                };
+                self.close_received(status, description.as_deref());
+                Incoming::Close {
+                    status,
+                    description,
+                }
+            }
+        };
+        Ok(Some((incoming, header_len + len)))
+    }
+
+    /// The peer's Close arrived.
+    fn close_received(&mut self, status: Option<CloseCode>, description: Option<&str>) {
+        if self.close_status.is_none() {
+            self.close_status = status;
+            self.close_description = description.map(str::to_owned);
+        }
+        self.close = match self.close {
+            Close::Open => Close::Received,
+            Close::Queued { payload, .. } => Close::Queued {
+                payload,
+                received: true,
+            },
+            Close::Sent { .. } => Close::Sent { received: true },
+            other => other,
+        };
+    }
+
+    // ----- sending -----
+
+    /// Queues a data frame of `payload`, `text` or binary, ending the
+    /// message if `fin`: its header, and its payload too if `copy` (the
+    /// caller streams an uncopied payload itself, see [`Queued::Header`]).
+    /// Control frames waiting so far go before it.
+    pub(crate) fn queue_data(
+        &mut self,
+        payload: &[u8],
+        text: bool,
+        fin: bool,
+        copy: bool,
+    ) -> Result<Queued, SendRejected> {
+        if self.state().is_finished() {
+            return Err(SendRejected::Finished);
+        }
+        if self.close_started() {
+            return Err(SendRejected::AfterClose);
+        }
+        let kind = if text { OpCode::Text } else { OpCode::Binary };
+        let opcode = match self.sending {
+            Some(open) if open != kind => return Err(SendRejected::TypeChanged),
+            Some(_) => OpCode::Continuation,
+            None => kind,
+        };
+        self.sending = if fin { None } else { Some(kind) };
+        self.stage_control();
+        if copy {
+            put_frame(&mut self.out, fin, opcode, payload);
+            Ok(Queued::Whole)
+        } else {
+            put_header(&mut self.out, fin, opcode, payload.len());
+            self.frame_in_progress = true;
+            Ok(Queued::Header)
+        }
+    }
+
+    /// The streamed payload of a [`Queued::Header`] frame is written.
+    pub(crate) fn end_streamed_frame(&mut self) {
+        self.frame_in_progress = false;
+    }
+
+    /// A streamed frame's writer gave up with `rest` unwritten: queue it,
+    /// so the stream stays whole.
+    pub(crate) fn queue_rest(&mut self, rest: &[u8]) {
+        if self.frame_in_progress {
+            self.out.extend_from_slice(rest);
+            self.frame_in_progress = false;
+        }
+    }
+
+    /// Whether a streamed frame's payload is being written.
+    #[inline]
+    pub(crate) fn frame_in_progress(&self) -> bool {
+        self.frame_in_progress
+    }
+
+    /// Queues our Close. Returns `Ok(false)` if it was already queued or
+    /// sent, `Err` on an aborted connection.
+    pub(crate) fn start_close(
+        &mut self,
+        status: Option<CloseCode>,
+        reason: &str,
+    ) -> Result<bool, SendRejected> {
+        let received = match self.close {
+            Close::Aborted => return Err(SendRejected::Finished),
+            Close::Queued { .. } | Close::Sent { .. } => return Ok(false),
+            Close::Open => false,
+            Close::Received => {
+                // Our answer: the handshake is complete.
+                self.close_status = self.close_status.or(status);
+                true
+            }
+        };
+        self.close = Close::Queued {
+            payload: ControlPayload::close(status, reason),
+            received,
+        };
+        Ok(true)
+    }
+
+    /// The peer broke the protocol (RFC 6455 §7.1.7): queue a Close with
+    /// the violation's code unless ours was already queued or a frame is
+    /// half written, and end the connection [`Aborted`]. Returns the output
+    /// to write before dropping the connection (ending with that Close),
+    /// if there is a Close to send.
+    ///
+    /// [`Aborted`]: WebSocketState::Aborted
+    pub(crate) fn fail(&mut self, violation: ProtocolError) -> Option<BytesMut> {
+        let output = if !self.close_started() && !self.frame_in_progress {
+            self.close = Close::Queued {
+                payload: ControlPayload::close(Some(violation.close_code()), violation.reason()),
+                received: false,
+            };
+            Some(self.take_output())
+        } else {
+            None
+        };
+        self.abort();
+        output
+    }
+
+    /// A keep-alive ping, unless our Close is queued.
+    pub(crate) fn queue_ping(&mut self) {
+        if self.state() == WebSocketState::Open {
+            self.pending_ping = true;
+        }
+    }
+
+    /// Ends the connection without (completing) the handshake: the output
+    /// is dropped. A closed connection stays `Closed`.
+    pub(crate) fn abort(&mut self) {
+        self.out = BytesMut::new();
+        self.frame_in_progress = false;
+        if !self.state().is_finished() {
+            self.close = Close::Aborted;
+        }
+    }
+
+    // ----- output -----
+
+    /// Moves waiting control frames into the output, unless a streamed
+    /// frame is being written.
+    ///
+    /// A pong or ping waits while earlier output is still queued (the
+    /// write finds the peer's window full): the pending slot keeps only
+    /// the latest ping's answer (RFC 6455 §5.5.3), so a peer that floods
+    /// pings and never reads cannot grow the output. Our Close takes
+    /// everything still waiting with it, and goes last: nothing follows
+    /// it.
+    #[inline]
+    pub(crate) fn stage_control(&mut self) {
+        // Checked here, inline, before any `take`: moving a
+        // `ControlPayload` out copies its 125 bytes, and this runs on
+        // every write.
+        if !self.frame_in_progress && self.control_waiting() {
+            self.stage_waiting_control();
+        }
+    }
+
+    #[inline]
+    fn control_waiting(&self) -> bool {
+        self.pending_pong.is_some()
+            || self.pending_ping
+            || matches!(self.close, Close::Queued { .. })
+    }
+
+    #[cold]
+    fn stage_waiting_control(&mut self) {
+        let close = match self.close {
+            Close::Queued { payload, received } => Some((payload, received)),
+            _ => None,
+        };
+        if !self.out.is_empty() && close.is_none() {
+            return;
+        }
+        if let Some(pong) = self.pending_pong.take() {
+            if !matches!(self.close, Close::Sent { .. }) {
+                put_frame(&mut self.out, true, OpCode::Pong, pong.as_slice());
+            }
+        }
+        if std::mem::take(&mut self.pending_ping) && !self.close_started() {
+            put_frame(&mut self.out, true, OpCode::Ping, &[]);
+        }
+        if let Some((payload, received)) = close {
+            put_frame(&mut self.out, true, OpCode::Close, payload.as_slice());
+            self.close = Close::Sent { received };
+        }
+    }
+
+    /// The encoded frames waiting to be written.
+    #[inline]
+    pub(crate) fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Whether anything waits to be written: output or control frames.
+    #[inline]
+    pub(crate) fn has_output(&self) -> bool {
+        !self.out.is_empty() || self.control_waiting()
+    }
+
+    /// The first `n` bytes of the output were written. A queue written out
+    /// whole is reset in place rather than advanced, so its next frames
+    /// need no `reserve` to win the space back; control frames that waited
+    /// behind it are staged.
+    #[inline]
+    pub(crate) fn written(&mut self, n: usize) {
+        if n == self.out.len() {
+            self.out.clear();
+            self.stage_control();
+        } else {
+            self.out.advance(n);
+        }
+    }
+
+    /// Takes the whole output, waiting control frames staged, for a last
+    /// write.
+    pub(crate) fn take_output(&mut self) -> BytesMut {
+        self.stage_control();
+        std::mem::take(&mut self.out)
+    }
+
+    /// Bytes in the output queue.
+    pub(crate) fn queued(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Bytes accepted but not yet handed to the transport: the output plus
+    /// the control frames waiting to be staged.
+    pub(crate) fn buffered_amount(&self) -> usize {
+        let frame =
+            |payload: Option<&ControlPayload>| payload.map_or(0, |p| 2 + p.as_slice().len());
+        let close = match &self.close {
+            Close::Queued { payload, .. } => Some(payload),
+            _ => None,
+        };
+        self.out.len()
+            + frame(self.pending_pong.as_ref())
+            + frame(close)
+            + if self.pending_ping { 2 } else { 0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::{MAX_HEADER_LEN, encode_header};
+    use crate::protocol::mask::apply_mask;
+
+    const MASK: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
+
+    fn limits() -> Limits {
+        Limits {
+            max_message_size: 1000,
+            max_frame_size: 500,
+        }
+    }
+
+    fn client_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let n = encode_header(
+            &mut header,
+            fin,
+            0,
+            opcode,
+            Some(MASK),
+            payload.len() as u64,
+        );
+        let mut out = header[..n].to_vec();
+        let mut body = payload.to_vec();
+        apply_mask(&mut body, MASK, 0);
+        out.extend(body);
+        out
+    }
+
+    /// The unmasked server frames in `bytes`: (opcode, payload).
+    fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut frames = Vec::new();
+        while !bytes.is_empty() {
+            let (header, n) = crate::protocol::frame::FrameHeader::parse(bytes)
+                .unwrap()
+                .expect("whole frames");
+            assert_eq!(header.mask, None);
+            let len = header.payload_len as usize;
+            frames.push((header.opcode.as_u8(), bytes[n..n + len].to_vec()));
+            bytes = &bytes[n + len..];
+        }
+        frames
+    }
+
+    /// Feeds `wire` through [`Connection::receive_header`] and
+    /// [`Connection::payload`] in pieces of `step` bytes, as a socket
+    /// would; returns what arrived (messages, pings, pongs, the Close) or
+    /// the first violation.
+    fn receive_all(
+        conn: &mut Connection,
+        wire: &[u8],
+        step: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, ProtocolError> {
+        let mut events = Vec::new();
+        let mut buf = Vec::new();
+        let mut message = Vec::new();
+        for piece in wire.chunks(step) {
+            buf.extend_from_slice(piece);
+            loop {
+                let remaining = conn.remaining();
+                if remaining > 0 {
+                    if buf.is_empty() {
+                        break;
+                    }
+                    let n = buf.len().min(remaining as usize);
+                    let text = conn.message_is_text() == Some(true);
+                    let done = conn.payload(&mut buf[..n])?;
+                    message.extend_from_slice(&buf[..n]);
+                    buf.drain(..n);
+                    if done {
+                        let kind = if text { "text" } else { "binary" };
+                        events.push((kind.to_owned(), std::mem::take(&mut message)));
+                    }
+                    continue;
+                }
+                let Some((incoming, used)) = conn.receive_header(&mut buf)? else {
+                    break;
+                };
+                buf.drain(..used);
+                match incoming {
+                    Incoming::Data {
+                        text,
+                        message_done: true,
+                        ..
+                    } => {
+                        let kind = if text { "text" } else { "binary" };
+                        events.push((kind.to_owned(), std::mem::take(&mut message)));
+                    }
+                    Incoming::Data { .. } => {}
+                    Incoming::Ping => events.push(("ping".to_owned(), Vec::new())),
+                    Incoming::Pong => events.push(("pong".to_owned(), Vec::new())),
+                    Incoming::Close {
+                        status,
+                        description,
+                    } => {
+                        let code = status.map_or(0, CloseCode::as_u16);
+                        let mut payload = code.to_be_bytes().to_vec();
+                        payload.extend(description.unwrap_or_default().into_bytes());
+                        events.push(("close".to_owned(), payload));
+                        return Ok(events);
+                    }
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    #[test]
+    fn a_ping_is_answered_with_its_payload() {
+        let mut conn = Connection::new(limits());
+        let mut wire = client_frame(true, OpCode::Ping, b"hello");
+        assert_eq!(
+            conn.receive_header(&mut wire).unwrap(),
+            Some((Incoming::Ping, wire.len()))
+        );
+        conn.stage_control();
+        assert_eq!(server_frames(conn.output()), [(0xA, b"hello".to_vec())]);
+    }
+
+    /// While earlier output is unwritten, pings replace each other in the
+    /// one pong slot; once the output drains, only the latest is answered.
+    #[test]
+    fn pings_while_the_output_is_blocked_leave_one_pong() {
+        let mut conn = Connection::new(limits());
+        conn.queue_data(b"reply", false, true, true).unwrap();
+        for i in 0..1000u32 {
+            let mut wire = client_frame(true, OpCode::Ping, &i.to_be_bytes());
+            conn.receive_header(&mut wire).unwrap().unwrap();
+            conn.stage_control();
+        }
+        assert_eq!(conn.queued(), 2 + 5, "only the reply is in the output");
+        assert_eq!(conn.buffered_amount(), 2 + 5 + 2 + 4);
+        let n = conn.queued();
+        conn.written(n);
+        assert_eq!(
+            server_frames(conn.output()),
+            [(0xA, 999u32.to_be_bytes().to_vec())]
+        );
+    }
+
+    #[test]
+    fn the_close_handshake_started_by_the_peer() {
+        let mut conn = Connection::new(limits());
+        let mut wire = client_frame(true, OpCode::Close, &[0x03, 0xE8, b'o', b'k']);
+        let (incoming, _) = conn.receive_header(&mut wire).unwrap().unwrap();
+        assert_eq!(
+            incoming,
+            Incoming::Close {
+                status: Some(CloseCode::NORMAL),
+                description: Some("ok".to_owned())
+            }
+        );
+        assert_eq!(conn.state(), WebSocketState::CloseReceived);
+        assert_eq!(conn.start_close(Some(CloseCode::NORMAL), ""), Ok(true));
+        assert_eq!(conn.state(), WebSocketState::Closed);
+        assert_eq!(conn.start_close(None, ""), Ok(false), "once");
+        let out = conn.take_output();
+        assert_eq!(server_frames(&out), [(0x8, vec![0x03, 0xE8])]);
+    }
+
+    #[test]
+    fn the_close_handshake_started_by_us() {
+        let mut conn = Connection::new(limits());
+        assert_eq!(
+            conn.start_close(Some(CloseCode::GOING_AWAY), "bye"),
+            Ok(true)
+        );
+        assert_eq!(conn.state(), WebSocketState::CloseSent);
+        assert_eq!(
+            conn.queue_data(b"x", false, true, true),
+            Err(SendRejected::AfterClose)
+        );
+        // A ping that arrives now gets no pong: our Close goes last.
+        let mut ping = client_frame(true, OpCode::Ping, b"p");
+        conn.receive_header(&mut ping).unwrap().unwrap();
+        conn.stage_control();
+        assert_eq!(
+            server_frames(conn.output()),
+            [(0x8, b"\x03\xe9bye".to_vec())]
+        );
+        let mut close = client_frame(true, OpCode::Close, &[0x03, 0xE9]);
+        conn.receive_header(&mut close).unwrap().unwrap();
+        assert_eq!(conn.state(), WebSocketState::Closed);
+    }
+
+    #[test]
+    fn a_pong_queued_before_our_close_goes_before_it() {
+        let mut conn = Connection::new(limits());
+        let mut ping = client_frame(true, OpCode::Ping, b"p");
+        conn.receive_header(&mut ping).unwrap().unwrap();
+        conn.start_close(None, "").unwrap();
+        assert_eq!(
+            server_frames(&conn.take_output()),
+            [(0xA, b"p".to_vec()), (0x8, vec![])]
+        );
+    }
+
+    #[test]
+    fn a_violation_sends_its_close_code_and_aborts() {
+        let mut conn = Connection::new(limits());
+        let mut wire = client_frame(true, OpCode::Binary, b"x");
+        wire[0] |= 0x40; // RSV1 without an extension
+        let violation = conn.receive_header(&mut wire).unwrap_err();
+        let out = conn.fail(violation).expect("a Close to send");
+        assert_eq!(conn.state(), WebSocketState::Aborted);
+        let frames = server_frames(&out);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].0, 0x8);
+        assert_eq!(frames[0].1[..2], 1002u16.to_be_bytes());
+    }
+
+    #[test]
+    fn a_streamed_frame_holds_control_frames_back_until_it_ends() {
+        let mut conn = Connection::new(limits());
+        let payload = [7u8; 300];
+        assert_eq!(
+            conn.queue_data(&payload, false, true, false),
+            Ok(Queued::Header)
+        );
+        let mut ping = client_frame(true, OpCode::Ping, b"p");
+        conn.receive_header(&mut ping).unwrap().unwrap();
+        conn.stage_control();
+        assert_eq!(conn.output(), [0x82, 126, 1, 44], "the header alone");
+        // Half the payload written, then the writer gives up.
+        let n = conn.queued();
+        conn.written(n);
+        conn.queue_rest(&payload[150..]);
+        assert!(!conn.frame_in_progress());
+        assert_eq!(conn.queued(), 150);
+        conn.written(150);
+        assert_eq!(server_frames(conn.output()), [(0xA, b"p".to_vec())]);
+    }
+
+    #[test]
+    fn fragmented_sends_keep_their_type() {
+        let mut conn = Connection::new(limits());
+        conn.queue_data(b"a", true, false, true).unwrap();
+        assert_eq!(
+            conn.queue_data(b"b", false, true, true),
+            Err(SendRejected::TypeChanged)
+        );
+        conn.queue_data(b"b", true, true, true).unwrap();
+        conn.queue_data(b"c", false, true, true).unwrap();
+        assert_eq!(
+            server_frames(conn.output()),
+            [
+                (0x1, b"a".to_vec()),
+                (0x0, b"b".to_vec()),
+                (0x2, b"c".to_vec())
+            ]
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// Whatever the byte stream, the events (or the violation's close
+        /// code) do not depend on how it is cut into pieces, and the pongs
+        /// answer the pings in order.
+        #[test]
+        fn events_do_not_depend_on_how_the_stream_is_cut(
+            frames in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![0x0u8, 0x1, 0x2, 0x8, 0x9, 0xA, 0x3]),
+                    proptest::bool::weighted(0.8),
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..140),
+                ),
+                0..12,
+            ),
+            step in 1usize..9,
+        ) {
+            let mut wire = Vec::new();
+            for (opcode, fin, payload) in &frames {
+                let mut frame = client_frame(*fin, OpCode::Binary, payload);
+                frame[0] = (u8::from(*fin) << 7) | opcode;
+                wire.extend(frame);
+            }
+            let mut whole_conn = Connection::new(limits());
+            let whole = receive_all(&mut whole_conn, &wire, wire.len().max(1));
+            let mut cut_conn = Connection::new(limits());
+            let cut = receive_all(&mut cut_conn, &wire, step);
+            match (&whole, &cut) {
+                (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
+                (Err(a), Err(b)) => proptest::prop_assert_eq!(a.close_code(), b.close_code()),
+                (a, b) => proptest::prop_assert!(false, "whole {:?} vs cut {:?}", a, b),
+            }
+        }
+    }
+}
