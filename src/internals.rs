@@ -55,6 +55,7 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<ParsedHeader>, ProtocolError> {
 
 /// Encodes an unmasked server frame header; returns its length.
 pub fn encode_header(out: &mut [u8; 14], fin: bool, opcode: u8, payload_len: u64) -> usize {
-    let opcode = protocol::frame::OpCode::try_from(opcode).unwrap_or(protocol::frame::OpCode::Binary);
+    let opcode =
+        protocol::frame::OpCode::try_from(opcode).unwrap_or(protocol::frame::OpCode::Binary);
     protocol::frame::encode_header(out, fin, 0, opcode, None, payload_len)
 }

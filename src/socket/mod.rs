@@ -1,8 +1,9 @@
 //! The [`WebSocket`] over an upgraded connection, and its halves.
 //!
-//! [`core`] holds the connection state behind one short-lived lock and the
-//! poll functions that drive the protocol engine against the I/O;
-//! [`websocket`] is the public surface; [`message`] the values it trades.
+//! [`core`] moves bytes between the sans-IO protocol engine
+//! ([`Connection`](crate::protocol::Connection)) and the I/O, behind one
+//! short-lived lock, split by role; [`websocket`] is the public surface;
+//! [`message`] the values it trades.
 
 mod core;
 mod handle;

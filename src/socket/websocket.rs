@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -11,9 +11,8 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, watch};
-use tokio::time::Instant;
 
-use super::core::{CoreConfig, Liveness, Party, SendProgress, Shared, Target};
+use super::core::{CoreConfig, Party, SendProgress, Shared, Target, spawn_background};
 use super::handle::WebSocketHandle;
 use super::message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
 use super::spare;
@@ -793,85 +792,4 @@ impl fmt::Debug for WebSocketWriter {
             .field("state", &self.state())
             .finish_non_exhaustive()
     }
-}
-
-/// The socket's background task, off the data path:
-///
-/// - keep-alive: sends a ping every `interval` while the socket is open
-///   (ASP.NET `KeepAliveInterval`) and, with a `timeout`, aborts a peer
-///   that stays silent that long after a ping (`KeepAliveTimeout`);
-/// - the safety net of write coalescing: when a send left its bytes queued
-///   because more input was buffered, and the application does not read
-///   again before this task runs, it writes them.
-///
-/// It holds only a weak reference to the socket, sleeps between events,
-/// and ends when the socket is finished or dropped.
-fn spawn_background(
-    shared: Weak<Shared>,
-    mut finished: watch::Receiver<bool>,
-    flush: Arc<Notify>,
-    interval: Option<Duration>,
-    timeout: Option<Duration>,
-) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        tracing::warn!("no tokio runtime: websocket keep-alive and deferred writes disabled");
-        return;
-    };
-    runtime.spawn(async move {
-        let mut ticker = interval.map(|interval| {
-            let start = Instant::now() + interval;
-            let mut ticker = tokio::time::interval_at(start, interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker
-        });
-        let mut check_at: Option<Instant> = None;
-        loop {
-            tokio::select! {
-                () = async { drop(finished.wait_for(|done| *done).await) } => return,
-                () = flush.notified() => {
-                    // Let the application's task run first: if it receives
-                    // again, it writes the queue itself.
-                    tokio::task::yield_now().await;
-                    poll_fn(|cx| match shared.upgrade() {
-                        Some(strong) => strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
-                            core.poll_write_deferred(io_cx)
-                        }),
-                        None => Poll::Ready(()),
-                    })
-                    .await;
-                }
-                // While a ping awaits its answer, no new ping is sent: the
-                // check belongs to the ping before it.
-                _ = async {
-                    match ticker.as_mut() {
-                        Some(ticker) => ticker.tick().await,
-                        None => std::future::pending().await,
-                    }
-                }, if check_at.is_none() => {
-                    let Some(strong) = shared.upgrade() else {
-                        return;
-                    };
-                    let open = poll_fn(|cx| {
-                        strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
-                            core.poll_keep_alive(io_cx)
-                        })
-                    })
-                    .await;
-                    if !open {
-                        return;
-                    }
-                    check_at = timeout.map(|timeout| Instant::now() + timeout);
-                }
-                () = tokio::time::sleep_until(check_at.unwrap_or_else(Instant::now)), if check_at.is_some() => {
-                    check_at = None;
-                    let Some(strong) = shared.upgrade() else {
-                        return;
-                    };
-                    if strong.check_keep_alive() == Liveness::Dead {
-                        return;
-                    }
-                }
-            }
-        }
-    });
 }

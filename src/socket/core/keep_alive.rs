@@ -1,0 +1,152 @@
+//! Keep-alive and the socket's background task: the timer's ping, the
+//! check that a peer answered it (which reads on the application's behalf,
+//! so that an application not currently receiving does not make a live
+//! peer look dead), and the safety net that writes coalesced output.
+
+use std::future::poll_fn;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use super::*;
+use crate::error::Error;
+use crate::socket::message::WebSocketState;
+
+/// What the keep-alive timer found when its timeout expired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// The peer sent something since the ping (or the socket is no longer
+    /// open, so there is nothing to check).
+    Alive,
+    /// Nothing arrived: the socket was aborted.
+    Dead,
+}
+
+/// While this much input is buffered and unread by the application, the
+/// keep-alive check reads no more and counts the peer as alive.
+const KEEP_ALIVE_READ_CAP: usize = 1 << 20;
+
+impl Core {
+    /// The keep-alive timer's tick: queue a ping and try to write it.
+    /// Returns whether the socket is still open.
+    pub(crate) fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.state() != WebSocketState::Open {
+            return Poll::Ready(false);
+        }
+        self.conn.queue_ping();
+        self.ping_epoch = self.read_epoch;
+        let _ = self.try_write_control(cx);
+        Poll::Ready(self.state() == WebSocketState::Open)
+    }
+
+    /// Whether the peer showed any sign of life since the last ping. If
+    /// nothing was read since, read now: an application that is busy and
+    /// not receiving leaves the peer's pong unread in the kernel, and that
+    /// must not count as silence (ASP.NET's false timeouts). What is read
+    /// stays buffered for the application, in order.
+    ///
+    /// Returns the verdict and whether bytes were read here.
+    pub(super) fn check_alive(&mut self, cx: &mut Context<'_>) -> (Liveness, bool) {
+        if self.state() != WebSocketState::Open || self.read_epoch != self.ping_epoch {
+            return (Liveness::Alive, false);
+        }
+        if self.rbuf.len() >= KEEP_ALIVE_READ_CAP {
+            // The peer sent more than the application has read.
+            return (Liveness::Alive, false);
+        }
+        match self.poll_fill(cx) {
+            Poll::Ready(Ok(())) => (Liveness::Alive, true),
+            // The read failed and aborted the socket with its cause.
+            Poll::Ready(Err(_)) => (Liveness::Dead, false),
+            Poll::Pending => {
+                tracing::debug!("websocket keep-alive timeout: no answer to ping");
+                self.abort_with(Error::KeepAliveTimeout);
+                (Liveness::Dead, false)
+            }
+        }
+    }
+}
+
+/// The socket's background task, off the data path:
+///
+/// - keep-alive: sends a ping every `interval` while the socket is open
+///   (ASP.NET `KeepAliveInterval`) and, with a `timeout`, aborts a peer
+///   that stays silent that long after a ping (`KeepAliveTimeout`);
+/// - the safety net of write coalescing: when a send left its bytes queued
+///   because more input was buffered, and the application does not read
+///   again before this task runs, it writes them.
+///
+/// It holds only a weak reference to the socket, sleeps between events,
+/// and ends when the socket is finished or dropped.
+pub(crate) fn spawn_background(
+    shared: Weak<Shared>,
+    mut finished: watch::Receiver<bool>,
+    flush: Arc<Notify>,
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!("no tokio runtime: websocket keep-alive and deferred writes disabled");
+        return;
+    };
+    runtime.spawn(async move {
+        let mut ticker = interval.map(|interval| {
+            let start = Instant::now() + interval;
+            let mut ticker = tokio::time::interval_at(start, interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker
+        });
+        let mut check_at: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                () = async { drop(finished.wait_for(|done| *done).await) } => return,
+                () = flush.notified() => {
+                    // Let the application's task run first: if it receives
+                    // again, it writes the queue itself.
+                    tokio::task::yield_now().await;
+                    poll_fn(|cx| match shared.upgrade() {
+                        Some(strong) => strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
+                            core.poll_write_deferred(io_cx)
+                        }),
+                        None => Poll::Ready(()),
+                    })
+                    .await;
+                }
+                // While a ping awaits its answer, no new ping is sent: the
+                // check belongs to the ping before it.
+                _ = async {
+                    match ticker.as_mut() {
+                        Some(ticker) => ticker.tick().await,
+                        None => std::future::pending().await,
+                    }
+                }, if check_at.is_none() => {
+                    let Some(strong) = shared.upgrade() else {
+                        return;
+                    };
+                    let open = poll_fn(|cx| {
+                        strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
+                            core.poll_keep_alive(io_cx)
+                        })
+                    })
+                    .await;
+                    if !open {
+                        return;
+                    }
+                    check_at = timeout.map(|timeout| Instant::now() + timeout);
+                }
+                () = tokio::time::sleep_until(check_at.unwrap_or_else(Instant::now)), if check_at.is_some() => {
+                    check_at = None;
+                    let Some(strong) = shared.upgrade() else {
+                        return;
+                    };
+                    if strong.check_keep_alive() == Liveness::Dead {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}

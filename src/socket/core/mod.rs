@@ -1,0 +1,322 @@
+//! The connection core: protocol state and buffers behind one lock, driven
+//! by poll functions that read and write the upgraded I/O directly.
+//!
+//! Every operation (receive, send, the keep-alive timer) locks the core for
+//! the length of one non-blocking poll, never across an `await`, so a split
+//! reader and writer on two tasks never wait for each other. Whoever polls
+//! the I/O does it with one shared *proxy* waker that wakes every party
+//! that is waiting, so a reader's poll can never steal a writer's wakeup
+//! (the two directions of a socket share one waker slot each in tokio).
+//!
+//! All state changes happen synchronously inside a poll; the only point
+//! where a future can be dropped is a `Pending` from the I/O, which
+//! consumes nothing. That is what makes receive and send cancel-safe.
+//!
+//! The protocol itself — what a frame means, the close handshake, which
+//! control frames go out — is [`Connection`]'s, in `protocol/`; the core
+//! moves bytes between it and the I/O. The rooms:
+//!
+//! - `mod.rs`: [`Core`], the [`Shared`] lock around it, and the poll
+//!   wrapper that registers wakers;
+//! - `wakers`: the proxy waker that wakes every party waiting on the I/O;
+//! - `read`: the read buffer, receives into a caller's buffer or a whole
+//!   message, the fast path, direct reads into large targets;
+//! - `write`: sends, large payloads written vectored, write coalescing,
+//!   flushes;
+//! - `close`: the close handshake's I/O, lingering, aborts, failures, the
+//!   last handle going away;
+//! - `keep_alive`: the ping timer, the liveness check and the background
+//!   task.
+
+mod close;
+mod keep_alive;
+mod read;
+mod wakers;
+mod write;
+
+pub(crate) use keep_alive::spawn_background;
+use keep_alive::Liveness;
+pub(crate) use wakers::Party;
+use wakers::Wakers;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use tokio::sync::{Notify, watch};
+
+use super::message::{Message, WebSocketState};
+use super::read_buffer::ReadBuffer;
+use super::transport::Transport;
+use crate::error::Error;
+use crate::protocol::{CloseCode, Connection, Limits};
+
+/// Where received payload goes.
+pub(crate) enum Target<'a> {
+    /// The caller's buffer (the buffer-based API).
+    Slice(&'a mut [u8]),
+    /// Appended to the message being assembled (the whole-message API);
+    /// a message that arrives whole in one piece is put in `whole`
+    /// instead, without the assembly buffer.
+    Message {
+        data: &'a mut BytesMut,
+        whole: &'a mut Option<Message>,
+    },
+    /// Validated and dropped (waiting for the peer's Close).
+    Discard,
+}
+
+/// Progress of one send, kept by the send future.
+#[derive(Debug, Default)]
+pub(crate) enum SendProgress {
+    #[default]
+    NotStarted,
+    /// Header (and maybe payload) queued; `written` payload bytes of a
+    /// large frame are on the wire.
+    Streaming {
+        written: usize,
+    },
+    /// Everything queued; flushing.
+    Flushing,
+    Done,
+}
+
+pub(crate) struct Core {
+    io: Option<Transport>,
+    /// The protocol: decoder, close handshake, control frames, output.
+    conn: Connection,
+    /// The error that ended the socket, repeated to later calls.
+    terminal: Option<Error>,
+
+    // ----- receive -----
+    rbuf: ReadBuffer,
+    rbuf_size: usize,
+    /// How much the next read asks for: starts at `rbuf_size`, doubles
+    /// when a read fills the buffer (up to [`MAX_READ_SIZE`](read::MAX_READ_SIZE)), and halves
+    /// after [`SHRINK_AFTER`](read::SHRINK_AFTER) reads in a row came back under a quarter
+    /// full. The hysteresis matters: a frame that arrives in a full read
+    /// plus a short tail must not make the size swing back and forth.
+    read_size: usize,
+    /// Reads in a row that came back under a quarter of `read_size`.
+    small_reads: u8,
+    /// The whole-message API's partial message; kept here so a cancelled
+    /// `receive_message` loses nothing.
+    pub(crate) message: BytesMut,
+
+    // ----- send -----
+    close_timeout: Duration,
+    /// Sends completed without writing because more input was buffered:
+    /// the next read (or the background task) writes them.
+    deferred: bool,
+    /// Wakes the socket's background task to write deferred output if the
+    /// application does not read again soon.
+    flush_notify: Arc<Notify>,
+
+    // ----- keep-alive -----
+    /// Counts successful reads, so the keep-alive timer can tell whether
+    /// anything arrived since its ping.
+    read_epoch: u64,
+    /// `read_epoch` when the last keep-alive ping was queued.
+    ping_epoch: u64,
+
+    finished: watch::Sender<bool>,
+}
+
+pub(crate) struct CoreConfig {
+    pub(crate) flush_notify: Arc<Notify>,
+    pub(crate) limits: Limits,
+    pub(crate) receive_buffer_size: usize,
+    pub(crate) close_timeout: Duration,
+}
+
+/// The state shared by a socket's handles and its keep-alive timer.
+pub(crate) struct Shared {
+    core: Mutex<Core>,
+    wakers: Arc<Wakers>,
+    proxy: Waker,
+    pub(crate) subprotocol: Option<Box<str>>,
+    finished_rx: watch::Receiver<bool>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        io: Transport,
+        leftover: &[u8],
+        config: CoreConfig,
+        subprotocol: Option<Box<str>>,
+        finished: watch::Sender<bool>,
+    ) -> Arc<Shared> {
+        let wakers = Arc::new(Wakers::default());
+        let proxy = Waker::from(wakers.clone());
+        let finished_rx = finished.subscribe();
+        Arc::new(Shared {
+            core: Mutex::new(Core {
+                io: Some(io),
+                conn: Connection::new(config.limits),
+                terminal: None,
+                // Frames the client sent along with its handshake.
+                rbuf: ReadBuffer::from_slice(leftover),
+                rbuf_size: config.receive_buffer_size,
+                read_size: config.receive_buffer_size,
+                small_reads: 0,
+                message: BytesMut::new(),
+                close_timeout: config.close_timeout,
+                deferred: false,
+                flush_notify: config.flush_notify,
+                read_epoch: 0,
+                ping_epoch: 0,
+                finished,
+            }),
+            wakers,
+            proxy,
+            subprotocol,
+            finished_rx,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
+        // Nothing under this lock calls user code or can panic midway, but
+        // a poisoned lock must not turn into a panic on the next call.
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the core with the proxy waker's context; if it returns
+    /// `Pending`, registers `cx`'s waker for `party`.
+    ///
+    /// Registering only when the poll must wait saves the registration on
+    /// every poll that completes, which is most of them. The price is a
+    /// window: the I/O can wake the proxy after `f` arranged for it and
+    /// before the waker is registered, and that wake finds no one to wake.
+    /// The wake counter closes it: if it moved since before `f`, the
+    /// caller is woken at once (at worst a spurious poll).
+    pub(crate) fn poll_with<R>(
+        &self,
+        cx: &mut Context<'_>,
+        party: Party,
+        f: impl FnOnce(&mut Core, &mut Context<'_>) -> Poll<R>,
+    ) -> Poll<R> {
+        let epoch = self.wakers.epoch();
+        let mut io_cx = Context::from_waker(&self.proxy);
+        let mut core = self.lock();
+        let was_finished = core.state().is_finished();
+        let result = f(&mut core, &mut io_cx);
+        let now_finished = core.state().is_finished();
+        drop(core);
+        if now_finished && !was_finished {
+            // Whoever else waits on the I/O (the other half, the timer)
+            // must see that the socket ended.
+            self.wakers.wake_all();
+        }
+        if result.is_pending() && self.wakers.registered(party, cx.waker(), epoch) {
+            cx.waker().wake_by_ref();
+        }
+        result
+    }
+
+    /// Resolves once the socket is finished: closed, aborted or dropped.
+    pub(crate) fn finished(&self) -> impl std::future::Future<Output = ()> + Send + use<> {
+        let mut rx = self.finished_rx.clone();
+        async move {
+            // An error means the sender is gone: the socket was dropped.
+            let _ = rx.wait_for(|done| *done).await;
+        }
+    }
+
+    pub(crate) fn finished_receiver(&self) -> watch::Receiver<bool> {
+        self.finished_rx.clone()
+    }
+
+    /// Queues this side's Close frame for a [`WebSocketHandle`] on another
+    /// task, and gets it written without polling the I/O from there: a
+    /// pending receive is woken and writes it when it finds the input dry,
+    /// and the background task writes it if no one is receiving. Returns
+    /// the close timeout, for the caller's wait.
+    ///
+    /// [`WebSocketHandle`]: crate::WebSocketHandle
+    pub(crate) fn close_from_handle(
+        &self,
+        status: Option<CloseCode>,
+        reason: &str,
+    ) -> Result<Duration, Error> {
+        let mut core = self.lock();
+        if core.start_close(status, reason)? {
+            if core.state() == WebSocketState::Closed && !core.conn.frame_in_progress() {
+                // The peer's Close had arrived: the handshake is complete.
+                core.linger();
+            } else {
+                core.deferred = true;
+                core.flush_notify.notify_one();
+            }
+        }
+        let timeout = core.close_timeout;
+        drop(core);
+        self.wakers.wake_all();
+        Ok(timeout)
+    }
+
+    /// The keep-alive timeout expired: check the peer, abort it if silent.
+    pub(crate) fn check_keep_alive(&self) -> Liveness {
+        let mut io_cx = Context::from_waker(&self.proxy);
+        let (liveness, read) = self.lock().check_alive(&mut io_cx);
+        if liveness == Liveness::Dead || read {
+            // A reader waiting on the I/O would otherwise not notice that
+            // its bytes were read for it, or that the socket was aborted.
+            self.wakers.wake_all();
+        }
+        liveness
+    }
+
+    /// Aborts the socket and wakes every party waiting on it, so pending
+    /// operations on other tasks see the abort at once.
+    pub(crate) fn abort(&self) {
+        self.lock().abort();
+        self.wakers.wake_all();
+    }
+
+    /// The peer did not answer our Close in time: abort, waking every
+    /// party so pending operations see it.
+    pub(crate) fn close_timed_out(&self) -> Error {
+        let error = self.lock().close_timed_out();
+        self.wakers.wake_all();
+        error
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let core = self.core.get_mut().unwrap_or_else(PoisonError::into_inner);
+        core.on_drop();
+    }
+}
+
+impl Core {
+    pub(crate) fn state(&self) -> WebSocketState {
+        self.conn.state()
+    }
+
+    pub(crate) fn close_status(&self) -> Option<CloseCode> {
+        self.conn.close_status()
+    }
+
+    pub(crate) fn close_description(&self) -> Option<&str> {
+        self.conn.close_description()
+    }
+
+    /// Tells whoever awaits the socket's end, once it has ended.
+    fn note_state(&mut self) {
+        if self.state().is_finished() && !*self.finished.borrow() {
+            self.finished.send_replace(true);
+        }
+    }
+
+    /// The error for an operation on a finished socket.
+    fn finished_error(&self) -> Error {
+        match (&self.terminal, self.state()) {
+            (Some(e), _) => e.replay(),
+            (None, WebSocketState::Closed) => Error::Closed,
+            _ => Error::Aborted,
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The write path: frames go from the engine's output queue (or, for a
+//! large payload, straight from the caller's buffer, vectored behind its
+//! header) to the transport; small replies are coalesced while more input
+//! is buffered, and written when the input runs dry.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::AsyncWrite;
+
+use super::*;
+use crate::error::Error;
+use crate::protocol::{Queued, SendRejected};
+use crate::socket::message::{MessageType, WebSocketState};
+
+/// Payloads up to this size are copied behind their header and written
+/// with it in one call; larger ones are written vectored from the caller's
+/// buffer without a copy.
+pub(super) const COPY_THRESHOLD: usize = 8 * 1024;
+
+/// Small frames sent while more input is already buffered are queued, up
+/// to this many bytes, and written together when the input runs dry.
+pub(super) const COALESCE_LIMIT: usize = 64 * 1024;
+
+impl Core {
+    /// Writes all queued output and flushes.
+    pub(super) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.conn.stage_control();
+        while !self.conn.output().is_empty() {
+            let Some(io) = self.io.as_mut() else {
+                return Poll::Ready(Err(self.finished_error()));
+            };
+            match Pin::new(&mut *io).poll_write(cx, self.conn.output()) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(
+                        self.abort_with(Error::Io(io::ErrorKind::WriteZero.into()))
+                    ));
+                }
+                // Control frames that waited behind the output are staged
+                // once it is written.
+                Poll::Ready(Ok(n)) => self.conn.written(n),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.abort_with(e.into()))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(Err(self.finished_error()));
+        };
+        self.deferred = false;
+        match Pin::new(&mut *io).poll_flush(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.abort_with(e.into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The background task's safety net: writes output a send deferred, if
+    /// the application has not read (and so written it) since.
+    pub(crate) fn poll_write_deferred(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.deferred || self.conn.frame_in_progress() || self.io.is_none() {
+            return Poll::Ready(());
+        }
+        self.poll_write_out(cx).map(drop)
+    }
+
+    /// Writes queued output and control frames if nothing else is writing;
+    /// never waits. Used by the reader so pongs and coalesced replies go out
+    /// while it receives.
+    #[inline]
+    pub(super) fn try_write_control(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        if self.conn.frame_in_progress() || !self.conn.has_output() {
+            return Ok(());
+        }
+        match self.poll_write_out(cx) {
+            Poll::Ready(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// One frame of a send. `progress` lives in the send future so that a
+    /// cancelled send can be completed by [`Core::cancel_send`].
+    pub(crate) fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        payload: &[u8],
+        message_type: MessageType,
+        end_of_message: bool,
+        progress: &mut SendProgress,
+    ) -> Poll<Result<(), Error>> {
+        loop {
+            match progress {
+                SendProgress::NotStarted => {
+                    if let Err(e) =
+                        self.start_frame(payload, message_type, end_of_message, progress)
+                    {
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                SendProgress::Streaming { written } => {
+                    let Some(io) = self.io.as_mut() else {
+                        return Poll::Ready(Err(self.finished_error()));
+                    };
+                    while *written < payload.len() {
+                        let rest = &payload[*written..];
+                        let out = self.conn.output();
+                        let result = if out.is_empty() {
+                            Pin::new(&mut *io).poll_write(cx, rest)
+                        } else {
+                            let slices = [IoSlice::new(out), IoSlice::new(rest)];
+                            Pin::new(&mut *io).poll_write_vectored(cx, &slices)
+                        };
+                        match ready!(result) {
+                            Ok(0) => {
+                                return Poll::Ready(Err(
+                                    self.abort_with(Error::Io(io::ErrorKind::WriteZero.into()))
+                                ));
+                            }
+                            Ok(mut n) => {
+                                let from_out = n.min(self.conn.queued());
+                                if from_out > 0 {
+                                    self.conn.written(from_out);
+                                }
+                                n -= from_out;
+                                *written += n;
+                            }
+                            Err(e) => return Poll::Ready(Err(self.abort_with(e.into()))),
+                        }
+                    }
+                    self.conn.end_streamed_frame();
+                    *progress = SendProgress::Flushing;
+                }
+                SendProgress::Flushing => {
+                    if self.may_defer() {
+                        // More input is already here: the application is
+                        // about to receive again, and the read that finds the
+                        // input dry writes all the replies in one go. The
+                        // background task writes them if it does not.
+                        self.deferred = true;
+                        self.flush_notify.notify_one();
+                    } else {
+                        ready!(self.poll_write_out(cx))?;
+                    }
+                    *progress = SendProgress::Done;
+                    return Poll::Ready(Ok(()));
+                }
+                SendProgress::Done => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+
+    /// Whether a completed send may leave its bytes queued (write
+    /// coalescing): only while the application is about to receive again —
+    /// unread input is buffered, or an incoming frame is still arriving —
+    /// and the queue is small.
+    pub(super) fn may_defer(&self) -> bool {
+        (!self.rbuf.is_empty() || self.conn.remaining() > 0)
+            && self.conn.queued() < COALESCE_LIMIT
+            && self.state() == WebSocketState::Open
+    }
+
+    /// Checks a send against the state, queues the frame header (and a
+    /// small payload), and moves `progress` on.
+    pub(super) fn start_frame(
+        &mut self,
+        payload: &[u8],
+        message_type: MessageType,
+        end_of_message: bool,
+        progress: &mut SendProgress,
+    ) -> Result<(), Error> {
+        let text = match message_type {
+            MessageType::Close => {
+                return Err(Error::InvalidArgument(
+                    "message type Close cannot be sent as data; use close or close_output",
+                ));
+            }
+            MessageType::Text => true,
+            MessageType::Binary => false,
+        };
+        let copy = payload.len() <= COPY_THRESHOLD;
+        match self.conn.queue_data(payload, text, end_of_message, copy) {
+            Ok(Queued::Whole) => *progress = SendProgress::Flushing,
+            Ok(Queued::Header) => *progress = SendProgress::Streaming { written: 0 },
+            Err(SendRejected::Finished) => return Err(self.finished_error()),
+            Err(SendRejected::AfterClose) => return Err(Error::SendAfterClose),
+            Err(SendRejected::TypeChanged) => {
+                return Err(Error::InvalidArgument(
+                    "message type changed in the middle of a fragmented message",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A send future was dropped: keep the stream whole by queuing the rest
+    /// of a half-written frame, which the next write sends.
+    pub(crate) fn cancel_send(&mut self, payload: &[u8], progress: &SendProgress) {
+        if let SendProgress::Streaming { written } = progress {
+            self.conn.queue_rest(&payload[*written..]);
+        }
+    }
+
+    /// Queues a whole message into the output without writing (the
+    /// `Sink::start_send` path).
+    pub(crate) fn queue_message(
+        &mut self,
+        payload: &[u8],
+        message_type: MessageType,
+    ) -> Result<(), Error> {
+        let mut progress = SendProgress::NotStarted;
+        self.start_frame(payload, message_type, true, &mut progress)?;
+        if let SendProgress::Streaming { .. } = progress {
+            // Sink items are owned, so copy instead of streaming.
+            self.conn.queue_rest(payload);
+        }
+        Ok(())
+    }
+
+    /// Bytes queued but not yet written.
+    pub(crate) fn queued(&self) -> usize {
+        self.conn.queued()
+    }
+
+    /// Bytes accepted but not yet handed to the transport: the queued
+    /// output plus the control frames waiting to be staged.
+    pub(crate) fn buffered_amount(&self) -> usize {
+        self.conn.buffered_amount()
+    }
+
+    /// Writes queued output (data, control frames, our Close) and
+    /// flushes; once both Close frames are exchanged, hands the connection
+    /// over to be closed.
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.conn.frame_in_progress() {
+            // A send is writing a large frame; it flushes when done.
+            return Poll::Ready(Ok(()));
+        }
+        if self.io.is_none() {
+            return Poll::Ready(match self.state() {
+                WebSocketState::Closed => Ok(()),
+                _ => Err(self.finished_error()),
+            });
+        }
+        ready!(self.poll_write_out(cx))?;
+        if self.state() == WebSocketState::Closed {
+            self.linger();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
