@@ -2,7 +2,7 @@
 //! events and bytes out.
 //!
 //! [`Connection`] owns everything the protocol decides: the receive state
-//! machine ([`Decoder`]), the close handshake (one [`Close`] state), the
+//! machine ([`Decoder`]), the close handshake (one [`WebSocketState`]), the
 //! control frames waiting to go out (one pong slot, a keep-alive ping),
 //! the type of the outgoing fragmented message, and the output queue the
 //! frames are encoded into. The socket reads into a buffer and hands the
@@ -48,25 +48,6 @@ impl WebSocketState {
     pub fn is_finished(self) -> bool {
         matches!(self, WebSocketState::Closed | WebSocketState::Aborted)
     }
-}
-
-/// Where the close handshake stands: the one record of it.
-#[derive(Clone, Copy)]
-enum Close {
-    /// Neither Close frame yet.
-    Open,
-    /// The peer's Close arrived; ours is not queued.
-    Received,
-    /// Ours waits to be put in the output (behind a frame being
-    /// streamed); `received`: the peer's had arrived.
-    Queued {
-        payload: ControlPayload,
-        received: bool,
-    },
-    /// Ours is in the output or written: nothing may follow it.
-    Sent { received: bool },
-    /// Ended without (completing) the handshake.
-    Aborted,
 }
 
 /// What the bytes at the front of the read buffer hold, between frames
@@ -118,7 +99,13 @@ pub(crate) enum Queued {
 /// The sans-IO server side of one WebSocket connection.
 pub(crate) struct Connection {
     decoder: Decoder,
-    close: Close,
+    /// Where the close handshake stands: the one record of it (read
+    /// several times per message, so a plain field).
+    state: WebSocketState,
+    /// Our Close waits to be put in the output (behind a streamed frame
+    /// or not yet written), with this payload; once it is in the output,
+    /// nothing may follow it.
+    our_close: Option<ControlPayload>,
     /// The status the peer's Close carried, or the one we answered with.
     close_status: Option<CloseCode>,
     close_description: Option<String>,
@@ -141,7 +128,8 @@ impl Connection {
     pub(crate) fn new(limits: Limits) -> Connection {
         Connection {
             decoder: Decoder::new(limits),
-            close: Close::Open,
+            state: WebSocketState::Open,
+            our_close: None,
             close_status: None,
             close_description: None,
             out: BytesMut::new(),
@@ -152,19 +140,9 @@ impl Connection {
         }
     }
 
+    #[inline]
     pub(crate) fn state(&self) -> WebSocketState {
-        match self.close {
-            Close::Open => WebSocketState::Open,
-            Close::Received => WebSocketState::CloseReceived,
-            Close::Queued {
-                received: false, ..
-            }
-            | Close::Sent { received: false } => WebSocketState::CloseSent,
-            Close::Queued { received: true, .. } | Close::Sent { received: true } => {
-                WebSocketState::Closed
-            }
-            Close::Aborted => WebSocketState::Aborted,
-        }
+        self.state
     }
 
     pub(crate) fn close_status(&self) -> Option<CloseCode> {
@@ -176,8 +154,12 @@ impl Connection {
     }
 
     /// Whether our Close is queued or sent.
+    #[inline]
     fn close_started(&self) -> bool {
-        matches!(self.close, Close::Queued { .. } | Close::Sent { .. })
+        matches!(
+            self.state,
+            WebSocketState::CloseSent | WebSocketState::Closed
+        )
     }
 
     // ----- receiving -----
@@ -277,13 +259,9 @@ impl Connection {
             self.close_status = status;
             self.close_description = description.map(str::to_owned);
         }
-        self.close = match self.close {
-            Close::Open => Close::Received,
-            Close::Queued { payload, .. } => Close::Queued {
-                payload,
-                received: true,
-            },
-            Close::Sent { .. } => Close::Sent { received: true },
+        self.state = match self.state {
+            WebSocketState::Open => WebSocketState::CloseReceived,
+            WebSocketState::CloseSent => WebSocketState::Closed,
             other => other,
         };
     }
@@ -352,20 +330,17 @@ impl Connection {
         status: Option<CloseCode>,
         reason: &str,
     ) -> Result<bool, SendRejected> {
-        let received = match self.close {
-            Close::Aborted => return Err(SendRejected::Finished),
-            Close::Queued { .. } | Close::Sent { .. } => return Ok(false),
-            Close::Open => false,
-            Close::Received => {
+        match self.state {
+            WebSocketState::Aborted => return Err(SendRejected::Finished),
+            WebSocketState::Open => self.state = WebSocketState::CloseSent,
+            WebSocketState::CloseReceived => {
                 // Our answer: the handshake is complete.
                 self.close_status = self.close_status.or(status);
-                true
+                self.state = WebSocketState::Closed;
             }
-        };
-        self.close = Close::Queued {
-            payload: ControlPayload::close(status, reason),
-            received,
-        };
+            WebSocketState::CloseSent | WebSocketState::Closed => return Ok(false),
+        }
+        self.our_close = Some(ControlPayload::close(status, reason));
         Ok(true)
     }
 
@@ -378,10 +353,12 @@ impl Connection {
     /// [`Aborted`]: WebSocketState::Aborted
     pub(crate) fn fail(&mut self, violation: ProtocolError) -> Option<BytesMut> {
         let output = if !self.close_started() && !self.frame_in_progress {
-            self.close = Close::Queued {
-                payload: ControlPayload::close(Some(violation.close_code()), violation.reason()),
-                received: false,
-            };
+            self.our_close = Some(ControlPayload::close(
+                Some(violation.close_code()),
+                violation.reason(),
+            ));
+            // Nothing but what waited before it goes out with it.
+            self.state = WebSocketState::CloseSent;
             Some(self.take_output())
         } else {
             None
@@ -403,7 +380,7 @@ impl Connection {
         self.out = BytesMut::new();
         self.frame_in_progress = false;
         if !self.state().is_finished() {
-            self.close = Close::Aborted;
+            self.state = WebSocketState::Aborted;
         }
     }
 
@@ -430,31 +407,25 @@ impl Connection {
 
     #[inline]
     fn control_waiting(&self) -> bool {
-        self.pending_pong.is_some()
-            || self.pending_ping
-            || matches!(self.close, Close::Queued { .. })
+        self.pending_pong.is_some() || self.pending_ping || self.our_close.is_some()
     }
 
     #[cold]
     fn stage_waiting_control(&mut self) {
-        let close = match self.close {
-            Close::Queued { payload, received } => Some((payload, received)),
-            _ => None,
-        };
-        if !self.out.is_empty() && close.is_none() {
+        if !self.out.is_empty() && self.our_close.is_none() {
             return;
         }
         if let Some(pong) = self.pending_pong.take() {
-            if !matches!(self.close, Close::Sent { .. }) {
+            // Before our Close, never after it.
+            if !self.close_started() || self.our_close.is_some() {
                 put_frame(&mut self.out, true, OpCode::Pong, pong.as_slice());
             }
         }
         if std::mem::take(&mut self.pending_ping) && !self.close_started() {
             put_frame(&mut self.out, true, OpCode::Ping, &[]);
         }
-        if let Some((payload, received)) = close {
-            put_frame(&mut self.out, true, OpCode::Close, payload.as_slice());
-            self.close = Close::Sent { received };
+        if let Some(close) = self.our_close.take() {
+            put_frame(&mut self.out, true, OpCode::Close, close.as_slice());
         }
     }
 
@@ -501,10 +472,7 @@ impl Connection {
     pub(crate) fn buffered_amount(&self) -> usize {
         let frame =
             |payload: Option<&ControlPayload>| payload.map_or(0, |p| 2 + p.as_slice().len());
-        let close = match &self.close {
-            Close::Queued { payload, .. } => Some(payload),
-            _ => None,
-        };
+        let close = self.our_close.as_ref();
         self.out.len()
             + frame(self.pending_pong.as_ref())
             + frame(close)

@@ -11,7 +11,7 @@
 //!   next large message received on this thread. Without it every large
 //!   message is a fresh allocation that the allocator may take from (and
 //!   give back to) the OS, and the kernel then zeroes and maps its pages
-//!   again: for 1 MiB messages, ten page faults per message.
+//!   again, faulting every page in anew (BENCHMARKS.md has the count).
 //!
 //! A thread keeps one read spare, and message spares up to
 //! [`MESSAGE_SPARES_MAX`] bytes in all (a few sockets on one thread can be
@@ -128,10 +128,9 @@ pub(crate) const READ_PAGE_OFFSET: usize = PAGE / 2;
 /// fragment from offset 0 once the previous data's pages are freed. So
 /// payload read straight into a buffer is placed half a page away from
 /// where it sits in such a page: as far from aliasing as can be, whichever
-/// way the copy runs. `bench/copy_alignment.py` measures it with plain
-/// loopback sockets, 1 MiB per message (`bench/results/copy-alignment.md`):
-/// at 2 or 6 bytes into a page, 2 to 6 of 7 runs took 320–528 µs per MiB;
-/// at 0, 16, 64, 2048 and 2054, every run took 97–212.
+/// way the copy runs. `bench/copy_alignment.py` measures the effect with
+/// plain loopback sockets (figures in BENCHMARKS.md and
+/// `bench/results/copy-alignment.md`).
 pub(crate) fn place(buffer: &mut BytesMut, capacity: usize, page_offset: usize) {
     debug_assert!(buffer.is_empty());
     let shift = |buffer: &BytesMut| page_offset.wrapping_sub(buffer.as_ptr() as usize) % PAGE;

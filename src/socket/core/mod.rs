@@ -34,8 +34,8 @@ mod read;
 mod wakers;
 mod write;
 
-pub(crate) use keep_alive::spawn_background;
 use keep_alive::Liveness;
+pub(crate) use keep_alive::spawn_background;
 pub(crate) use wakers::Party;
 use wakers::Wakers;
 

@@ -277,9 +277,9 @@ impl Core {
     /// validated in one pass while copied into its `String` (1007 if it is
     /// not UTF-8), large binary as a slice of the read buffer, small binary
     /// copied once.
-    // Always inlined: it is the tail of the receive fast path, and as a
-    // call of its own it cost about 30 instructions per 16-byte echo
-    // (callgrind).
+    // Always inlined: it is the tail of the receive fast path, and a call
+    // of its own measured slower (BENCHMARKS.md, "Figures that explain the
+    // code").
     #[inline(always)]
     pub(super) fn take_unmasked_message(
         &mut self,
@@ -460,10 +460,9 @@ fn begin_large_message(data: &mut BytesMut, frame_len: u64) {
 ///
 /// The pieces were validated as they arrived (to fail fast with 1007), so
 /// this cannot fail; but `String::from_utf8` would check the bytes again
-/// with std's scalar validator, which was 63 % of the server's instructions
-/// echoing 1 KiB text (callgrind, `loadgen --size 1024 --text`). simdutf8
-/// checks them at over 10 GiB/s, and the copy into the `String` costs less
-/// than std's check, without `unsafe`.
+/// with std's scalar validator, which dominated the cost of echoing text
+/// (BENCHMARKS.md). simdutf8's check plus the copy into the `String` costs
+/// less than std's check alone, without `unsafe`.
 fn text_message(data: &[u8]) -> Result<String, simdutf8::basic::Utf8Error> {
     simdutf8::basic::from_utf8(data).map(str::to_owned)
 }
