@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/compare.sh — tower-websockets against the floor and every Rust peer.
 #
-# Builds the suite and examples/echo in release, then for each server in
-# turn and each scenario: starts a fresh server pinned to CPU 0
+# Builds the suite (its servers and loadgen) in release, then for each
+# server in turn and each scenario: starts a fresh server pinned to CPU 0
 # (`taskset -c 0 ... --threads 1`), runs loadgen pinned to CPU 1, and
 # records loadgen's JSON. loadgen itself reads the server's utime+stime
 # from /proc/PID/stat at the exact start and end of the counted window
@@ -24,7 +24,8 @@
 # as --strace), NOISE_LIMIT (default 10: % of one CPU that other processes
 # may use during a run before it is tried again), TRIES (default 3),
 # QUIET_WAIT (s to wait for a quiet machine before each run, default 30),
-# BASELINE (an examples/echo binary from another commit: adds the server
+# BASELINE (a tower-websockets binary from another commit, or an
+# examples/echo from before the bench had one: adds the server
 # tower-websockets-baseline, for a before/after in one run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,9 +88,8 @@ ulimit -n "$(ulimit -Hn)"
 LOADAVG_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 export LOADAVG_AT_START
 
-echo "==> building the suite and examples/echo (release)"
+echo "==> building the suite (release)"
 cargo build --release -p tower-websockets-bench --bins
-cargo build --release --example echo
 
 mkdir -p "$RESULTS"
 RAW="$RESULTS/raw.jsonl"

@@ -330,12 +330,14 @@ def write_markdown(out, meta, runs):
         "that happens and the table keeps the least disturbed try; `tries` in results.json "
         "says how many there were. "
         "Lower is better for every figure but msgs/s and MB/s. "
-        "Every server echoes whole messages: tower-websockets is `examples/echo --mode message` "
-        "(`receive_message` / `send_message`); tower-websockets-aspnet is the same binary's "
-        "default ASP.NET loop (4 KiB receives, each sent back as it came), shown for reference"
+        "Every server echoes whole messages: tower-websockets is `bench/src/bin/tower-websockets.rs "
+        "--mode message` (`receive_message` / `send_message`); tower-websockets-aspnet is the same "
+        "binary's `--mode aspnet`, the ASP.NET loop (4 KiB receives, each sent back as it came), "
+        "shown for reference"
         + (
-            "; tower-websockets-baseline is `examples/echo --mode message` built from another "
-            "commit (compare.sh's BASELINE), for a before/after in one run"
+            "; tower-websockets-baseline is the same server (or `examples/echo`, before the bench "
+            "had its own) `--mode message` built from another commit (compare.sh's BASELINE), "
+            "for a before/after in one run"
             if any("tower-websockets-baseline" in scenario for scenario in runs.values())
             else ""
         )

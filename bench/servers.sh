@@ -7,23 +7,25 @@ ALL_SERVERS=(floor tower-websockets tower-websockets-aspnet peer-fastwebsockets 
 # name → binary
 declare -A SERVER_BIN=(
     [floor]="$BIN/floor"
-    [tower-websockets]="$BIN/examples/echo"
-    [tower-websockets-aspnet]="$BIN/examples/echo"
+    [tower-websockets]="$BIN/tower-websockets"
+    [tower-websockets-aspnet]="$BIN/tower-websockets"
     [peer-fastwebsockets]="$BIN/peer-fastwebsockets"
     [peer-tokio-websockets]="$BIN/peer-tokio-websockets"
     [peer-tungstenite]="$BIN/peer-tungstenite"
     [peer-axum]="$BIN/peer-axum"
 )
 # Every server echoes whole messages, as the peers do; the -aspnet row is
-# examples/echo's default ASP.NET loop (4 KiB receives), for reference.
+# the same binary running the ASP.NET loop (4 KiB receives), for reference.
 declare -A SERVER_ARGS=(
     [tower-websockets]="--mode message"
     [tower-websockets-aspnet]="--mode aspnet"
 )
 
-# BASELINE=/path/to/echo, an examples/echo built from another commit, adds
-# it as tower-websockets-baseline (whole messages, as tower-websockets), so
-# one comparison measures a change before and after, the two taking turns.
+# BASELINE=/path/to/binary, a bench/src/bin/tower-websockets (or, from a
+# commit before it existed, an examples/echo: same --addr --threads --mode
+# flags) built from another commit, adds it as tower-websockets-baseline
+# (whole messages, as tower-websockets), so one comparison measures a change
+# before and after, the two taking turns.
 if [[ -n "${BASELINE:-}" ]]; then
     ALL_SERVERS=(floor tower-websockets tower-websockets-baseline "${ALL_SERVERS[@]:2}")
     SERVER_BIN[tower-websockets-baseline]="$BASELINE"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/smoke.sh — the benchmark suite's CI smoke pass: correctness, no timings.
 #
-# Builds the suite (loadgen, the floor, the four peer servers) and the
-# crate's examples/echo in release, then for every server: start it on a
+# Builds the suite (loadgen, the floor, the tower-websockets server and the
+# four peer servers) in release, then for every server: start it on a
 # free 127.0.0.1 port, run loadgen for about a second in echo mode with a
 # couple of connections — binary, --text (multi-byte UTF-8), pipeline 4,
 # and 1 MiB messages — plus a few idle sockets, and fail if any echo
@@ -19,9 +19,8 @@ SECS="${SMOKE_SECS:-1}"
 LOG_DIR="$CARGO_TARGET_DIR/bench-smoke"
 mkdir -p "$LOG_DIR"
 
-echo "==> building the suite and examples/echo (release)"
+echo "==> building the suite (release)"
 cargo build --release -p tower-websockets-bench --bins
-cargo build --release --example echo
 
 echo "==> loadgen self-tests (frame parsing, mismatch detection)"
 cargo test --release -p tower-websockets-bench --bin loadgen --quiet

@@ -1,7 +1,7 @@
 //! Shared plumbing for the benchmark's echo servers: the command line every
-//! server takes (`--addr HOST:PORT --threads N`) and the hand-built tokio
-//! runtime it runs on, so that all servers are started and sized the same
-//! way and differ only in their WebSocket code.
+//! server takes (`--addr HOST:PORT --threads N`, plus a server's own flags)
+//! and the hand-built tokio runtime it runs on, so that all servers are
+//! started and sized the same way and differ only in their WebSocket code.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -22,7 +22,22 @@ impl ServerArgs {
     ///
     /// An unknown flag, a missing value or a thread count that is not a
     /// positive number.
-    pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
+    pub fn parse(args: impl Iterator<Item = String>) -> Result<Self, String> {
+        Self::parse_with(args, |_, _| Ok(false))
+    }
+
+    /// [`parse`](Self::parse) for a server with flags of its own: every
+    /// flag other than `--addr` and `--threads` is first offered to
+    /// `extra`, with the rest of the command line to take its value from;
+    /// `extra` returns whether the flag was one of its own.
+    ///
+    /// # Errors
+    ///
+    /// As [`parse`](Self::parse), and whatever `extra` returns.
+    pub fn parse_with(
+        mut args: impl Iterator<Item = String>,
+        mut extra: impl FnMut(&str, &mut dyn Iterator<Item = String>) -> Result<bool, String>,
+    ) -> Result<Self, String> {
         let mut parsed = ServerArgs {
             addr: "127.0.0.1:9001".to_owned(),
             threads: 1,
@@ -37,7 +52,11 @@ impl ServerArgs {
                         _ => return Err(format!("--threads must be positive, not {value:?}")),
                     };
                 }
-                other => return Err(format!("unknown argument {other:?}")),
+                other => {
+                    if !extra(other, &mut args)? {
+                        return Err(format!("unknown argument {other:?}"));
+                    }
+                }
             }
         }
         Ok(parsed)
@@ -53,10 +72,28 @@ where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = std::io::Result<()>>,
 {
-    let args = match ServerArgs::parse(std::env::args().skip(1)) {
+    run_server_with(name, "", |_, _| Ok(false), serve)
+}
+
+/// [`run_server`] for a server with flags of its own: `extra` parses them
+/// (see [`ServerArgs::parse_with`]) and `extra_usage` (such as
+/// `" [--mode A|B]"`) is added to the usage line.
+pub fn run_server_with<F, Fut>(
+    name: &str,
+    extra_usage: &str,
+    extra: impl FnMut(&str, &mut dyn Iterator<Item = String>) -> Result<bool, String>,
+    serve: F,
+) -> ExitCode
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = std::io::Result<()>>,
+{
+    let args = match ServerArgs::parse_with(std::env::args().skip(1), extra) {
         Ok(args) => args,
         Err(message) => {
-            eprintln!("{name}: {message}\nusage: {name} [--addr HOST:PORT] [--threads N]");
+            eprintln!(
+                "{name}: {message}\nusage: {name} [--addr HOST:PORT] [--threads N]{extra_usage}"
+            );
             return ExitCode::from(2);
         }
     };

@@ -161,11 +161,9 @@ fn is_up_to_date(binary: &Path) -> bool {
         return false;
     };
     let root = manifest_dir();
-    let mut newest = [root.join("Cargo.toml"), root.join("examples/echo.rs")]
-        .iter()
-        .filter_map(|path| modified(path))
-        .max();
-    let mut dirs = vec![root.join("src")];
+    let mut newest = modified(&root.join("Cargo.toml"));
+    // The example is a directory (`main.rs`, its modules, `index.html`).
+    let mut dirs = vec![root.join("src"), root.join("examples/echo")];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = entry.path();

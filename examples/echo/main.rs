@@ -9,7 +9,9 @@
 //!
 //! With `--mode message` it echoes whole messages instead
 //! (`receive_message` / `send_message`), the way the benchmark suite's
-//! peer servers do; fragmented messages then come back as one frame.
+//! peer servers do; fragmented messages then come back as one frame. (The
+//! suite itself measures `bench/src/bin/tower-websockets.rs`: the same
+//! socket code without the page and the Ctrl-C registry.)
 //!
 //! Run it (defaults: `--addr 127.0.0.1:5000`, one worker thread per core,
 //! `--mode aspnet`):
@@ -34,13 +36,14 @@
 //!
 //! Ctrl-C stops the server: it stops accepting, lets HTTP requests in
 //! flight finish, closes open sockets with 1001 (going away), waits at most
-//! 5 seconds for all of that and exits.
+//! 5 seconds for all of that and exits (`shutdown.rs`).
 
-use std::collections::HashMap;
+mod args;
+mod shutdown;
+
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -52,33 +55,21 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower_websockets::{
-    CloseCode, Error, Message, MessageType, WebSocket, WebSocketHandle, WebSocketLayer,
-    WebSocketOptions, WebSocketUpgrade,
+    CloseCode, Error, Message, MessageType, WebSocket, WebSocketLayer, WebSocketOptions,
+    WebSocketUpgrade,
 };
 use tracing_subscriber::EnvFilter;
 
-const DEFAULT_ADDR: &str = "127.0.0.1:5000";
+use args::{Args, Mode, USAGE};
+use shutdown::{GOING_AWAY_REASON, Shutdown, ShutdownWatch, ctrl_c};
 
 /// The echo loop's buffer, as in the ASP.NET sample (`new byte[1024 * 4]`).
 const BUFFER_SIZE: usize = 4 * 1024;
 
-/// The reason of the Close frame sockets get on shutdown.
-const GOING_AWAY_REASON: &str = "server is shutting down";
-
 /// How long Ctrl-C waits for connections and sockets to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-const USAGE: &str = "\
-usage: echo [--addr HOST:PORT] [--threads N] [--mode aspnet|message]
-
-  --addr HOST:PORT  address to listen on (default 127.0.0.1:5000)
-  --threads N       tokio worker threads (default: one per CPU core)
-  --mode aspnet     echo with the ASP.NET loop: 4 KiB receives, each sent
-                    back as it came (default)
-  --mode message    echo whole messages (receive_message / send_message)";
 
 type Body = Full<Bytes>;
 
@@ -345,349 +336,5 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
-/// Resolves on Ctrl-C; never, if the signal handler cannot be installed.
-async fn ctrl_c() {
-    if let Err(error) = tokio::signal::ctrl_c().await {
-        tracing::warn!(%error, "cannot listen for Ctrl-C");
-        std::future::pending::<()>().await;
-    }
-}
-
-/// Graceful shutdown for HTTP connections *and* the sockets they were
-/// upgraded to.
-///
-/// Every connection task and every socket holds a [`ShutdownWatch`];
-/// [`shutdown`](Self::shutdown) tells them all to stop and waits until they
-/// have all been dropped. hyper-util's `GracefulShutdown` works the same
-/// way, but it only watches hyper connections, and a connection's future
-/// completes as soon as it is upgraded: it cannot wait for WebSockets.
-struct Shutdown {
-    tx: watch::Sender<()>,
-    running: Arc<Mutex<Running>>,
-}
-
-/// A [`Shutdown`]'s signal, held for as long as there is work to finish.
-#[derive(Clone)]
-struct ShutdownWatch {
-    rx: watch::Receiver<()>,
-    running: Arc<Mutex<Running>>,
-}
-
-/// The sockets [`ShutdownWatch::register`] registered, to close on
-/// shutdown.
-#[derive(Default)]
-struct Running {
-    stopping: bool,
-    next_id: u64,
-    sockets: HashMap<u64, WebSocketHandle>,
-}
-
-impl Shutdown {
-    fn new() -> Self {
-        Shutdown {
-            tx: watch::Sender::new(()),
-            running: Arc::default(),
-        }
-    }
-
-    fn watcher(&self) -> ShutdownWatch {
-        ShutdownWatch {
-            rx: self.tx.subscribe(),
-            running: self.running.clone(),
-        }
-    }
-
-    /// Signals every watcher and waits at most `grace` for all of them to be
-    /// dropped; returns how many are left.
-    async fn shutdown(self, grace: Duration) -> usize {
-        let sockets: Vec<WebSocketHandle> = {
-            let mut running = lock(&self.running);
-            running.stopping = true;
-            running.sockets.drain().map(|(_, socket)| socket).collect()
-        };
-        // Each socket's own loop sees the client's answering Close and
-        // ends; a client that does not answer is cut off after the close
-        // timeout.
-        for socket in sockets {
-            tokio::spawn(async move {
-                let _ = socket.close(CloseCode::GOING_AWAY, GOING_AWAY_REASON).await;
-            });
-        }
-        self.tx.send_replace(());
-        let _ = tokio::time::timeout(grace, self.tx.closed()).await;
-        self.tx.receiver_count()
-    }
-}
-
-impl ShutdownWatch {
-    /// Resolves once shutdown is requested.
-    async fn requested(&mut self) {
-        // An error means the `Shutdown` is gone, which also means stop.
-        let _ = self.rx.changed().await;
-    }
-
-    /// Registers `socket` to be closed on shutdown, for as long as the
-    /// returned guard lives; `None` if shutdown has begun.
-    ///
-    /// The socket is closed through its [`WebSocketHandle`], so the echo
-    /// loop needs no shutdown signal of its own: a `select!` against
-    /// [`requested`](Self::requested) would poll the watch again whenever
-    /// the loop waits, once per message, and an `Abortable` would register
-    /// a waker each time.
-    fn register(&self, socket: &WebSocket) -> Option<Registered<'_>> {
-        let mut running = lock(&self.running);
-        if running.stopping {
-            return None;
-        }
-        let id = running.next_id;
-        running.next_id += 1;
-        running.sockets.insert(id, socket.handle());
-        Some(Registered {
-            running: &self.running,
-            id,
-        })
-    }
-}
-
-/// Forgets a registered socket once its loop has ended.
-struct Registered<'a> {
-    running: &'a Mutex<Running>,
-    id: u64,
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        lock(self.running).sockets.remove(&self.id);
-    }
-}
-
-fn lock(running: &Mutex<Running>) -> MutexGuard<'_, Running> {
-    // Nothing panics while holding the lock; a poisoned one is still usable.
-    running.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The command line.
-struct Args {
-    addr: String,
-    threads: Option<usize>,
-    mode: Mode,
-}
-
-/// How `/ws` echoes.
-#[derive(Clone, Copy, Debug)]
-enum Mode {
-    /// The ASP.NET sample's loop over a 4 KiB buffer.
-    AspNet,
-    /// Whole messages.
-    Message,
-}
-
-impl Args {
-    /// `Ok(None)` for `--help`.
-    fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-        let mut parsed = Args {
-            addr: DEFAULT_ADDR.to_owned(),
-            threads: None,
-            mode: Mode::AspNet,
-        };
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--addr" => {
-                    parsed.addr = args
-                        .next()
-                        .ok_or("--addr needs a value, such as 127.0.0.1:5000")?;
-                }
-                "--threads" => {
-                    let value = args.next().ok_or("--threads needs a value")?;
-                    match value.parse() {
-                        Ok(threads) if threads > 0 => parsed.threads = Some(threads),
-                        _ => {
-                            return Err(format!(
-                                "--threads must be a positive number, not {value:?}"
-                            ));
-                        }
-                    }
-                }
-                "--mode" => {
-                    parsed.mode = match args.next().as_deref() {
-                        Some("aspnet") => Mode::AspNet,
-                        Some("message") => Mode::Message,
-                        _ => return Err("--mode needs a value: aspnet or message".to_owned()),
-                    };
-                }
-                "-h" | "--help" => return Ok(None),
-                other => return Err(format!("unknown argument {other:?}")),
-            }
-        }
-        Ok(Some(parsed))
-    }
-}
-
 /// The ASP.NET sample page, with every value put into the page escaped.
-const INDEX_HTML: &str = r#"<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>WebSocket Sample Application</title>
-<style>
-  body { font-family: system-ui, sans-serif; color: #222; max-width: 52rem; margin: 2rem auto; padding: 0 1rem; }
-  #stateLabel { font-weight: 600; }
-  .row { display: flex; gap: .5rem; align-items: center; margin: .75rem 0; }
-  .row label { width: 12rem; }
-  .row input { flex: 1; padding: .3rem .4rem; }
-  button { padding: .3rem .9rem; }
-  table { width: 100%; border-collapse: collapse; margin-top: .5rem; }
-  th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #ddd; }
-  th:nth-child(-n+2) { width: 5rem; }
-  .data { font-family: ui-monospace, Consolas, monospace; white-space: pre-wrap; word-break: break-all; }
-  .client { background: #2e7d32; color: #fff; }
-  .server { background: #c62828; color: #fff; }
-</style>
-</head>
-<body>
-<h1>WebSocket Sample Application</h1>
-<p id="stateLabel">Ready to connect...</p>
-<div class="row">
-  <label for="connectionUrl">WebSocket Server URL:</label>
-  <input id="connectionUrl">
-  <button id="connectButton" type="button">Connect</button>
-</div>
-<div class="row">
-  <label for="sendMessage">Message to send:</label>
-  <input id="sendMessage" disabled>
-  <button id="sendButton" type="button" disabled>Send</button>
-  <button id="closeButton" type="button" disabled>Close Socket</button>
-</div>
-
-<h2>Communication Log</h2>
-<table>
-  <thead><tr><th>From</th><th>To</th><th>Data</th></tr></thead>
-  <tbody id="commsLog"></tbody>
-</table>
-
-<script>
-"use strict";
-
-const connectionUrl = document.getElementById("connectionUrl");
-const connectButton = document.getElementById("connectButton");
-const stateLabel = document.getElementById("stateLabel");
-const sendMessage = document.getElementById("sendMessage");
-const sendButton = document.getElementById("sendButton");
-const closeButton = document.getElementById("closeButton");
-const commsLog = document.getElementById("commsLog");
-
-let socket = null;
-let socketFailed = false;
-
-connectionUrl.value = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
-
-function htmlEscape(value) {
-  return String(value)
-    .replace(/&/g, "&amp;")
-    .replace(/</g, "&lt;")
-    .replace(/>/g, "&gt;")
-    .replace(/"/g, "&quot;")
-    .replace(/'/g, "&#39;");
-}
-
-function logMessage(from, to, data) {
-  commsLog.insertAdjacentHTML("beforeend",
-    '<tr><td class="' + htmlEscape(from.toLowerCase()) + '">' + htmlEscape(from) + "</td>" +
-    '<td class="' + htmlEscape(to.toLowerCase()) + '">' + htmlEscape(to) + "</td>" +
-    '<td class="data">' + htmlEscape(data) + "</td></tr>");
-}
-
-function logEvent(text) {
-  commsLog.insertAdjacentHTML("beforeend",
-    '<tr><td colspan="3" class="data">' + htmlEscape(text) + "</td></tr>");
-}
-
-function updateState() {
-  const state = socket ? socket.readyState : WebSocket.CLOSED;
-  const open = state === WebSocket.OPEN;
-  const closed = state === WebSocket.CLOSED;
-  connectionUrl.disabled = !closed;
-  connectButton.disabled = !closed;
-  sendMessage.disabled = !open;
-  sendButton.disabled = !open;
-  closeButton.disabled = !open;
-  if (!socket) {
-    return; // keep "Ready to connect..." or the last error
-  }
-  switch (state) {
-    case WebSocket.CONNECTING: stateLabel.textContent = "Connecting"; break;
-    case WebSocket.OPEN: stateLabel.textContent = "Open"; break;
-    case WebSocket.CLOSING: stateLabel.textContent = "Closing..."; break;
-    case WebSocket.CLOSED: stateLabel.textContent = "Closed"; break;
-    default: stateLabel.textContent = "Unknown WebSocket state: " + state; break;
-  }
-  if (socketFailed) {
-    // Browsers give no details; the close event's code tells more.
-    stateLabel.textContent = closed ? "Closed (connection error)" : "Error: connection failed";
-  }
-}
-
-connectButton.onclick = function () {
-  socketFailed = false;
-  try {
-    socket = new WebSocket(connectionUrl.value);
-  } catch (error) {
-    socket = null;
-    stateLabel.textContent = "Error: " + error.message;
-    updateState();
-    return;
-  }
-  socket.binaryType = "arraybuffer";
-  socket.onopen = function () {
-    updateState();
-    logEvent("Connection opened");
-  };
-  socket.onclose = function (event) {
-    updateState();
-    logEvent("Connection closed. Code: " + event.code + ". Reason: " + event.reason);
-  };
-  socket.onerror = function () {
-    socketFailed = true;
-    updateState();
-  };
-  socket.onmessage = function (event) {
-    const data = typeof event.data === "string"
-      ? event.data
-      : "(" + event.data.byteLength + " bytes of binary data)";
-    logMessage("Server", "Client", data);
-  };
-  updateState();
-};
-
-function send() {
-  if (!socket || socket.readyState !== WebSocket.OPEN) {
-    stateLabel.textContent = "Error: socket not connected";
-    return;
-  }
-  const data = sendMessage.value;
-  socket.send(data);
-  logMessage("Client", "Server", data);
-}
-
-sendButton.onclick = send;
-sendMessage.addEventListener("keydown", function (event) {
-  if (event.key === "Enter") {
-    send();
-  }
-});
-
-closeButton.onclick = function () {
-  if (!socket || socket.readyState !== WebSocket.OPEN) {
-    stateLabel.textContent = "Error: socket not connected";
-    return;
-  }
-  socket.close(1000, "Closing from client");
-  updateState();
-};
-
-updateState();
-</script>
-</body>
-</html>
-"#;
+const INDEX_HTML: &str = include_str!("index.html");

@@ -1,0 +1,193 @@
+//! `tower-websockets`: the echo server on tower-websockets, the one the
+//! suite measures.
+//!
+//! The socket code of `examples/echo` without its page and Ctrl-C
+//! registry: `WebSocketLayer::new(WebSocketOptions::default())` in front of
+//! a service that accepts every WebSocket request, drops the request and
+//! echoes. `--mode message` (the default) echoes whole messages with
+//! `receive_message` / `send_message`, like every peer; `--mode aspnet` runs
+//! the ASP.NET sample's loop (receive into a 4 KiB buffer, send what came
+//! with the same type and end-of-message flag). Either way the loop ends by
+//! answering the client's Close with the client's status.
+//!
+//! A peek at the first bytes picks the protocol: HTTP/1.1 connections are
+//! served by hyper's `http1` directly, h2c (prior knowledge) by hyper-util's
+//! `auto` builder with extended CONNECT (RFC 8441) enabled. The suite ends
+//! the server by killing it.
+//!
+//! ```text
+//! tower-websockets --addr 127.0.0.1:9001 --threads 1 --mode message
+//! ```
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::io;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceBuilder;
+use tower_websockets::{
+    Error, Message, MessageType, WebSocket, WebSocketLayer, WebSocketOptions, WebSocketUpgrade,
+};
+
+const NAME: &str = "tower-websockets";
+
+/// The ASP.NET loop's buffer, as in the sample (`new byte[1024 * 4]`).
+const BUFFER_SIZE: usize = 4 * 1024;
+
+type Body = Full<Bytes>;
+
+/// How a socket echoes.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// Whole messages, like every peer.
+    Message,
+    /// The ASP.NET sample's loop over a 4 KiB buffer.
+    AspNet,
+}
+
+fn main() -> ExitCode {
+    // Set while the command line is parsed, read once it has been.
+    let mode = Cell::new(Mode::Message);
+    tower_websockets_bench::run_server_with(
+        NAME,
+        " [--mode message|aspnet]",
+        |flag, rest| {
+            if flag != "--mode" {
+                return Ok(false);
+            }
+            mode.set(match rest.next().as_deref() {
+                Some("message") => Mode::Message,
+                Some("aspnet") => Mode::AspNet,
+                _ => return Err("--mode needs a value: message or aspnet".to_owned()),
+            });
+            Ok(true)
+        },
+        |addr| serve(addr, mode.get()),
+    )
+}
+
+async fn serve(addr: String, mode: Mode) -> io::Result<()> {
+    let listener = TcpListener::bind(&addr).await?;
+    // As `examples/echo` prints it.
+    println!("Listening on http://{}", listener.local_addr()?);
+    let app = ServiceBuilder::new()
+        .layer(WebSocketLayer::new(WebSocketOptions::default()).map_err(io::Error::other)?)
+        .service_fn(move |req| route(req, mode));
+    loop {
+        match listener.accept().await {
+            Ok((tcp, _)) => {
+                // As every server in the suite: no Nagle delays.
+                let _ = tcp.set_nodelay(true);
+                let service = TowerToHyperService::new(app.clone());
+                tokio::spawn(async move {
+                    let _ = serve_connection(tcp, service).await;
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// Serves one connection: HTTP/1.1 with upgrades, or h2c with extended
+/// CONNECT.
+async fn serve_connection<S>(
+    tcp: TcpStream,
+    service: S,
+) -> Result<(), Box<dyn StdError + Send + Sync>>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    if starts_http1(&tcp).await? {
+        // hyper-util's `auto` builder would wrap the connection in a private
+        // type that `accept` cannot see through to the `TcpStream`.
+        http1::Builder::new()
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades()
+            .await?;
+    } else {
+        // h2c with prior knowledge (or a first read too short to tell).
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http2().enable_connect_protocol();
+        builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Whether the connection's first bytes rule out HTTP/2's connection
+/// preface (`PRI * HTTP/2.0...`), looked at without consuming them.
+async fn starts_http1(tcp: &TcpStream) -> io::Result<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut first = [0u8; PREFACE.len()];
+    let n = tcp.peek(&mut first).await?;
+    Ok(n > 0 && !PREFACE.starts_with(&first[..n]))
+}
+
+/// Every WebSocket request, on any path, is accepted and echoed; anything
+/// else gets a 400.
+async fn route(mut req: Request<Incoming>, mode: Mode) -> Result<Response<Body>, Infallible> {
+    let Some(upgrade) = WebSocketUpgrade::from_request(&mut req) else {
+        let mut response = Response::new(Body::default());
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        return Ok(response);
+    };
+    // The request's headers share hyper's read buffer (8 KiB or more):
+    // drop the request before the socket's long life.
+    drop(req);
+    if let Ok(mut socket) = upgrade.accept().await {
+        let _ = match mode {
+            Mode::Message => echo_messages(&mut socket).await,
+            Mode::AspNet => echo(&mut socket).await,
+        };
+    }
+    // Discarded: the 101 was sent when the socket was accepted.
+    Ok(Response::default())
+}
+
+/// Echoes whole messages.
+async fn echo_messages(socket: &mut WebSocket) -> Result<(), Error> {
+    loop {
+        match socket.receive_message().await? {
+            Message::Close(frame) => {
+                let (status, description) = match &frame {
+                    Some(frame) => (Some(frame.code), frame.reason.as_str()),
+                    None => (None, ""),
+                };
+                return socket.close(status, description).await;
+            }
+            data => socket.send_message(data).await?,
+        }
+    }
+}
+
+/// The ASP.NET sample's `Echo` method.
+async fn echo(socket: &mut WebSocket) -> Result<(), Error> {
+    let mut buffer = vec![0; BUFFER_SIZE];
+    loop {
+        let result = socket.receive(&mut buffer).await?;
+        if result.message_type() == MessageType::Close {
+            let description = result.close_description().unwrap_or("");
+            return socket.close(result.close_status(), description).await;
+        }
+        let received = &buffer[..result.count()];
+        socket
+            .send(received, result.message_type(), result.end_of_message())
+            .await?;
+    }
+}

@@ -1,0 +1,69 @@
+//! The sample's command line: `--addr`, `--threads` and `--mode`.
+
+const DEFAULT_ADDR: &str = "127.0.0.1:5000";
+
+pub(crate) const USAGE: &str = "\
+usage: echo [--addr HOST:PORT] [--threads N] [--mode aspnet|message]
+
+  --addr HOST:PORT  address to listen on (default 127.0.0.1:5000)
+  --threads N       tokio worker threads (default: one per CPU core)
+  --mode aspnet     echo with the ASP.NET loop: 4 KiB receives, each sent
+                    back as it came (default)
+  --mode message    echo whole messages (receive_message / send_message)";
+
+/// The command line.
+pub(crate) struct Args {
+    pub(crate) addr: String,
+    pub(crate) threads: Option<usize>,
+    pub(crate) mode: Mode,
+}
+
+/// How `/ws` echoes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Mode {
+    /// The ASP.NET sample's loop over a 4 KiB buffer.
+    AspNet,
+    /// Whole messages.
+    Message,
+}
+
+impl Args {
+    /// `Ok(None)` for `--help`.
+    pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+        let mut parsed = Args {
+            addr: DEFAULT_ADDR.to_owned(),
+            threads: None,
+            mode: Mode::AspNet,
+        };
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--addr" => {
+                    parsed.addr = args
+                        .next()
+                        .ok_or("--addr needs a value, such as 127.0.0.1:5000")?;
+                }
+                "--threads" => {
+                    let value = args.next().ok_or("--threads needs a value")?;
+                    match value.parse() {
+                        Ok(threads) if threads > 0 => parsed.threads = Some(threads),
+                        _ => {
+                            return Err(format!(
+                                "--threads must be a positive number, not {value:?}"
+                            ));
+                        }
+                    }
+                }
+                "--mode" => {
+                    parsed.mode = match args.next().as_deref() {
+                        Some("aspnet") => Mode::AspNet,
+                        Some("message") => Mode::Message,
+                        _ => return Err("--mode needs a value: aspnet or message".to_owned()),
+                    };
+                }
+                "-h" | "--help" => return Ok(None),
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        Ok(Some(parsed))
+    }
+}
