@@ -483,33 +483,10 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::frame::{MAX_HEADER_LEN, encode_header};
-    use crate::protocol::mask::apply_mask;
-
-    const MASK: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
-
-    fn limits() -> Limits {
-        Limits {
-            max_message_size: 1000,
-            max_frame_size: 500,
-        }
-    }
+    use crate::protocol::decoder::tests::{frame, limits};
 
     fn client_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
-        let mut header = [0u8; MAX_HEADER_LEN];
-        let n = encode_header(
-            &mut header,
-            fin,
-            0,
-            opcode,
-            Some(MASK),
-            payload.len() as u64,
-        );
-        let mut out = header[..n].to_vec();
-        let mut body = payload.to_vec();
-        apply_mask(&mut body, MASK, 0);
-        out.extend(body);
-        out
+        frame(fin, 0, opcode, payload)
     }
 
     /// The unmasked server frames in `bytes`: (opcode, payload).

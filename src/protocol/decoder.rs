@@ -326,20 +326,21 @@ fn finish_message(message: &mut MessageState) -> Result<(), ProtocolError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::protocol::frame::{MAX_HEADER_LEN, encode_header};
 
-    const MASK: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
+    pub(crate) const MASK: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
 
-    fn limits() -> Limits {
+    pub(crate) fn limits() -> Limits {
         Limits {
             max_message_size: 1000,
             max_frame_size: 500,
         }
     }
 
-    fn frame(fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    /// A masked client frame.
+    pub(crate) fn frame(fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
         let mut header = [0u8; MAX_HEADER_LEN];
         let n = encode_header(
             &mut header,
