@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue, header};
 
 /// Configuration for [`WebSocketLayer`](crate::WebSocketLayer), the
 /// analog of ASP.NET Core's `WebSocketOptions`.
@@ -132,7 +132,8 @@ impl WebSocketOptions {
     ///
     /// Default: empty, which allows every origin. When not empty, a
     /// WebSocket request whose `Origin` is not in the list is answered with
-    /// a bare `403 Forbidden` and the inner service never runs. Origins are
+    /// a bare `403 Forbidden` and the inner service never runs; so is one
+    /// that carries more than one `Origin` header. Origins are
     /// compared ASCII case-insensitively (ASP.NET compares them
     /// case-sensitively, which rejects `https://Client.example`). A request
     /// without an `Origin` header (a non-browser client) is allowed unless
@@ -236,14 +237,21 @@ impl WebSocketOptions {
         Ok(self)
     }
 
-    /// Whether a request with this `Origin` header may open a socket.
-    pub(crate) fn origin_allowed(&self, origin: Option<&HeaderValue>) -> bool {
+    /// Whether a request with these `Origin` headers may open a socket.
+    /// With an allow-list, a request carrying more than one `Origin` is
+    /// refused whatever their order: a browser sends exactly one (RFC 6454
+    /// §7.3), and judging by either would let the other through.
+    pub(crate) fn origin_allowed(&self, headers: &HeaderMap) -> bool {
         if self.allowed_origins.is_empty() {
             return true;
         }
-        let Some(origin) = origin else {
+        let mut origins = headers.get_all(header::ORIGIN).iter();
+        let Some(origin) = origins.next() else {
             return !self.require_origin;
         };
+        if origins.next().is_some() {
+            return false;
+        }
         let origin = origin.as_bytes();
         self.allowed_origins
             .iter()
@@ -328,20 +336,41 @@ mod tests {
             .allowed_origins(["https://Client.Example/"])
             .validate()
             .unwrap();
-        let ok = HeaderValue::from_static("https://client.example");
-        let upper = HeaderValue::from_static("HTTPS://CLIENT.EXAMPLE");
-        let other = HeaderValue::from_static("https://evil.example");
-        assert!(options.origin_allowed(Some(&ok)));
-        assert!(options.origin_allowed(Some(&upper)));
-        assert!(!options.origin_allowed(Some(&other)));
-        assert!(options.origin_allowed(None));
+        assert!(options.origin_allowed(&origins(&["https://client.example"])));
+        assert!(options.origin_allowed(&origins(&["HTTPS://CLIENT.EXAMPLE"])));
+        assert!(!options.origin_allowed(&origins(&["https://evil.example"])));
+        assert!(options.origin_allowed(&origins(&[])));
         let strict = options.require_origin(true);
-        assert!(!strict.origin_allowed(None));
+        assert!(!strict.origin_allowed(&origins(&[])));
+    }
+
+    /// `Origin` headers with these values, in this order.
+    fn origins(values: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::ORIGIN, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn two_origin_headers_are_refused_in_either_order() {
+        let options = WebSocketOptions::default()
+            .allowed_origins(["https://client.example"])
+            .validate()
+            .unwrap();
+        let (good, evil) = ("https://client.example", "https://evil.example");
+        assert!(!options.origin_allowed(&origins(&[good, evil])));
+        assert!(!options.origin_allowed(&origins(&[evil, good])));
+        assert!(!options.origin_allowed(&origins(&[good, good])));
+        // Without an allow-list nothing is checked.
+        let open = WebSocketOptions::default().validate().unwrap();
+        assert!(open.origin_allowed(&origins(&[good, evil])));
     }
 
     #[test]
     fn empty_list_allows_all() {
         let options = WebSocketOptions::default().validate().unwrap();
-        assert!(options.origin_allowed(Some(&HeaderValue::from_static("https://any"))));
+        assert!(options.origin_allowed(&origins(&["https://any"])));
     }
 }

@@ -439,15 +439,16 @@ async fn subprotocol_not_offered_is_refused_before_anything_is_sent() {
 
 // ----- origin -----
 
-async fn connect_with_origin(
+/// Opens a socket whose request carries these `Origin` headers, in order.
+async fn connect_with_origins(
     addr: SocketAddr,
-    origin: Option<&str>,
+    origins: &[&str],
 ) -> Result<(Client, tungstenite::handshake::client::Response), tungstenite::Error> {
     let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
-    if let Some(origin) = origin {
+    for origin in origins {
         request
             .headers_mut()
-            .insert("origin", origin.parse().unwrap());
+            .append("origin", origin.parse().unwrap());
     }
     tokio::time::timeout(TIMEOUT, connect_async(request))
         .await
@@ -467,12 +468,20 @@ async fn allowed_origins_admit_listed_and_absent_origins_and_forbid_others() {
         });
     let addr = serve(service).await;
 
-    match connect_with_origin(addr, Some("https://evil.example")).await {
-        Err(tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    // A second Origin header is refused whichever comes first: judging by
+    // either one would let the other through.
+    for origins in [
+        &["https://evil.example"][..],
+        &["https://good.example", "https://evil.example"],
+        &["https://evil.example", "https://good.example"],
+    ] {
+        match connect_with_origins(addr, origins).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), StatusCode::FORBIDDEN, "{origins:?}");
+            }
+            Err(other) => panic!("expected an HTTP error for {origins:?}, got {other:?}"),
+            Ok((_, response)) => panic!("expected 403 for {origins:?}, got {response:?}"),
         }
-        Err(other) => panic!("expected an HTTP error, got {other:?}"),
-        Ok((_, response)) => panic!("expected 403, got {response:?}"),
     }
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -481,11 +490,11 @@ async fn allowed_origins_admit_listed_and_absent_origins_and_forbid_others() {
     );
 
     for (expected_calls, origin) in [
-        (1, Some("https://good.example")),
-        (2, Some("HTTPS://GOOD.EXAMPLE")),
-        (3, None),
+        (1, &["https://good.example"][..]),
+        (2, &["HTTPS://GOOD.EXAMPLE"]),
+        (3, &[]),
     ] {
-        let (mut client, response) = connect_with_origin(addr, origin)
+        let (mut client, response) = connect_with_origins(addr, origin)
             .await
             .unwrap_or_else(|e| panic!("origin {origin:?} refused: {e:?}"));
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);

@@ -92,11 +92,11 @@ where
         let Ok(handshake) = handshake::detect(&req) else {
             return ResponseFuture::pass_through(self.inner.call(req));
         };
-        if !self
-            .options
-            .origin_allowed(req.headers().get(header::ORIGIN))
-        {
-            tracing::debug!(origin = ?req.headers().get(header::ORIGIN), "websocket origin rejected");
+        if !self.options.origin_allowed(req.headers()) {
+            tracing::debug!(
+                origin = ?req.headers().get_all(header::ORIGIN).iter().collect::<Vec<_>>(),
+                "websocket origin rejected"
+            );
             return ResponseFuture::forbidden();
         }
         if req.extensions().get::<OnUpgrade>().is_none() {
