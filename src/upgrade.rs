@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, watch};
 use crate::error::Error;
 use crate::handshake::{Flavor, Handshake, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL};
 use crate::options::WebSocketOptions;
-use crate::socket::{SocketConfig, Transport, WebSocket};
+use crate::socket::{PipelineLink, SocketConfig, Transport, WebSocket};
 use tokio::net::TcpStream;
 
 /// The handle [`WebSocketLayer`](crate::WebSocketLayer) puts in the
@@ -56,6 +56,8 @@ pub(crate) struct Pending {
     pub(crate) on_upgrade: OnUpgrade,
     pub(crate) respond: oneshot::Sender<Response<()>>,
     pub(crate) finished: watch::Sender<bool>,
+    /// The request pipeline the layer holds until the socket is finished.
+    pub(crate) pipeline: Arc<PipelineLink>,
 }
 
 /// Per-socket choices made at accept (ASP.NET `WebSocketAcceptContext`).
@@ -210,6 +212,7 @@ impl WebSocketUpgrade {
             on_upgrade,
             respond,
             finished,
+            pipeline,
         } = pending;
         respond
             .send(response)
@@ -224,6 +227,7 @@ impl WebSocketUpgrade {
             config.keep_alive_timeout = timeout;
         }
         config.subprotocol = subprotocol.map(String::into_boxed_str);
+        config.pipeline = Some(pipeline);
         // Under hyper-util's `TokioIo<TcpStream>` the TCP stream is used
         // directly, with the bytes hyper read past the request (frames the
         // client sent along with its handshake).

@@ -1,6 +1,8 @@
 //! The lifetime rule: layers inside `WebSocketLayer` see the request in
 //! flight until the socket is finished, even when the handler returns
-//! early after handing the socket to a background task.
+//! early after handing the socket to a background task; and a pipeline
+//! that completes (a timeout inside the layer) or panics while it waits on
+//! its socket does not leave the socket frozen.
 
 mod common;
 
@@ -191,9 +193,12 @@ async fn dropped_socket_releases_pipeline() {
     wait_for_count(&mut count_rx, 1).await;
     drop_tx.send(()).unwrap();
     wait_for_count(&mut count_rx, 0).await;
-    // The dropped open socket is aborted: the client sees the connection end.
+    // The dropped open socket is closed with 1011, then its connection.
     let end = tokio::time::timeout(TIMEOUT, client.next()).await.unwrap();
-    assert!(!matches!(end, Some(Ok(Client::Text(_)))), "{end:?}");
+    match end {
+        Some(Ok(Client::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1011),
+        other => panic!("expected a Close with 1011, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -227,4 +232,135 @@ async fn concurrency_limit_inside_layer_counts_live_sockets() {
     assert_eq!(response.status(), 101);
     second.send(Client::text("two")).await.unwrap();
     assert_eq!(second.next().await.unwrap().unwrap(), Client::text("two"));
+}
+
+// ----- no frozen sockets -----
+
+/// How long the timeouts placed inside the layer below allow.
+const INNER_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// A timeout inside the layer fires while the handler waits in `receive`:
+/// the socket is closed with 1011 and its connection ends, and the guard
+/// of the layer between (the in-flight count) is released only then.
+async fn assert_timeout_closes_with_1011<S>(service: S, mut count_rx: watch::Receiver<usize>)
+where
+    S: Service<Request<Incoming>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let addr = serve(service).await;
+    let mut client = raw_connect(addr, "/ws").await;
+    client.send(&frame(true, 0x1, b"hi", Some(MASK))).await;
+    assert_eq!(client.read_message().await, (0x1, b"hi".to_vec()));
+    assert_eq!(
+        *count_rx.borrow(),
+        1,
+        "the pipeline is held while the socket is open"
+    );
+    let start = tokio::time::Instant::now();
+    let frames = client.read_to_end().await;
+    let close = frames
+        .last()
+        .expect("a Close frame before the connection ended");
+    assert_eq!(close.close_code(), Some(1011), "{frames:?}");
+    assert!(
+        start.elapsed() < TIMEOUT / 2,
+        "closed after {:?}",
+        start.elapsed()
+    );
+    wait_for_count(&mut count_rx, 0).await;
+}
+
+#[tokio::test]
+async fn tower_timeout_inside_the_layer_closes_the_socket_with_1011() {
+    let (count, count_rx) = watch::channel(0usize);
+    let service = ServiceBuilder::new()
+        .layer(WebSocketLayer::default())
+        .layer(InFlightLayer(count))
+        .layer(tower::timeout::TimeoutLayer::new(INNER_TIMEOUT))
+        .service_fn(echo_handler);
+    assert_timeout_closes_with_1011(service, count_rx).await;
+}
+
+#[tokio::test]
+async fn tower_http_timeout_inside_the_layer_closes_the_socket_with_1011() {
+    let (count, count_rx) = watch::channel(0usize);
+    let service = ServiceBuilder::new()
+        .layer(WebSocketLayer::default())
+        .layer(InFlightLayer(count))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            http::StatusCode::REQUEST_TIMEOUT,
+            INNER_TIMEOUT,
+        ))
+        .service_fn(echo_handler);
+    assert_timeout_closes_with_1011(service, count_rx).await;
+}
+
+/// A timeout outside the layer bounds the handshake only: the socket
+/// outlives it.
+#[tokio::test]
+async fn a_timeout_outside_the_layer_leaves_the_socket_alone() {
+    let service = ServiceBuilder::new()
+        .layer(tower::timeout::TimeoutLayer::new(INNER_TIMEOUT))
+        .layer(WebSocketLayer::default())
+        .service_fn(echo_handler);
+    let addr = serve(service).await;
+    let mut client = raw_connect(addr, "/ws").await;
+    tokio::time::sleep(INNER_TIMEOUT * 2).await;
+    client
+        .send(&frame(true, 0x1, b"still here", Some(MASK)))
+        .await;
+    assert_eq!(client.read_message().await, (0x1, b"still here".to_vec()));
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_after_accept_closes_its_socket_with_1011() {
+    let (count, mut count_rx) = watch::channel(0usize);
+    let service = ServiceBuilder::new()
+        .layer(WebSocketLayer::default())
+        .layer(InFlightLayer(count))
+        .service_fn(|mut req: Request<Incoming>| async move {
+            let upgrade = WebSocketUpgrade::from_request(&mut req).expect("websocket request");
+            let mut socket = upgrade.accept().await.expect("accept");
+            let _ = socket.receive_message().await;
+            panic!("the handler fails after accepting (this panic is expected)");
+            #[allow(unreachable_code)]
+            Ok::<_, Infallible>(Response::<Body>::default())
+        });
+    let addr = serve(service).await;
+    let mut client = raw_connect(addr, "/ws").await;
+    client.send(&frame(true, 0x1, b"boom", Some(MASK))).await;
+    let frames = client.read_to_end().await;
+    let close = frames
+        .last()
+        .expect("a Close frame before the connection ended");
+    assert_eq!(close.close_code(), Some(1011), "{frames:?}");
+    wait_for_count(&mut count_rx, 0).await;
+}
+
+/// A handler whose receive waited (and was cancelled by its own timeout)
+/// before it handed the socket to another task is not taken for a frozen
+/// one when it returns, even though the new owner polls the socket only
+/// much later.
+#[tokio::test]
+async fn a_socket_handed_off_after_a_cancelled_receive_keeps_working() {
+    let service = ServiceBuilder::new()
+        .layer(WebSocketLayer::default())
+        .service_fn(|mut req: Request<Incoming>| async move {
+            let upgrade = WebSocketUpgrade::from_request(&mut req).expect("websocket request");
+            let mut socket = upgrade.accept().await.expect("accept");
+            let waited =
+                tokio::time::timeout(Duration::from_millis(20), socket.receive_message()).await;
+            assert!(waited.is_err(), "the client sends nothing yet");
+            tokio::spawn(async move {
+                tokio::time::sleep(INNER_TIMEOUT).await;
+                let _ = echo_loop(&mut socket, 1024).await;
+            });
+            Ok::<_, Infallible>(Response::<Body>::default())
+        });
+    let addr = serve(service).await;
+    let mut client = raw_connect(addr, "/ws").await;
+    tokio::time::sleep(INNER_TIMEOUT / 2).await;
+    client.send(&frame(true, 0x1, b"later", Some(MASK))).await;
+    assert_eq!(client.read_message().await, (0x1, b"later".to_vec()));
 }

@@ -1,11 +1,14 @@
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::sync::{oneshot, watch};
+
+use crate::socket::PipelineLink;
 
 pin_project! {
     /// The response future of [`WebSocketService`](super::WebSocketService).
@@ -36,6 +39,7 @@ pin_project! {
             future: Option<Pin<Box<F>>>,
             accepted: Option<oneshot::Receiver<Response<()>>>,
             finished: Option<watch::Receiver<bool>>,
+            pipeline: Arc<PipelineLink>,
         },
     }
 }
@@ -64,12 +68,14 @@ impl<F, B> ResponseFuture<F, B> {
         future: F,
         accepted: oneshot::Receiver<Response<()>>,
         finished: watch::Receiver<bool>,
+        pipeline: Arc<PipelineLink>,
     ) -> Self {
         ResponseFuture {
             state: State::Upgrading {
                 future: Some(Box::pin(future)),
                 accepted: Some(accepted),
                 finished: Some(finished),
+                pipeline,
             },
         }
     }
@@ -92,6 +98,7 @@ where
                 future,
                 accepted,
                 finished,
+                pipeline,
             } => {
                 let inner = future.as_mut().expect("polled after completion");
                 if let Poll::Ready(output) = inner.as_mut().poll(cx) {
@@ -104,13 +111,13 @@ where
                         return Poll::Ready(output);
                     };
                     drop(output);
-                    hold(future.take(), true, finished.take());
+                    hold(future.take(), true, finished.take(), pipeline.clone());
                     return Poll::Ready(Ok(handshake.map(|()| B::default())));
                 }
                 if let Some(rx) = accepted.as_mut() {
                     match Pin::new(rx).poll(cx) {
                         Poll::Ready(Ok(handshake)) => {
-                            hold(future.take(), false, finished.take());
+                            hold(future.take(), false, finished.take(), pipeline.clone());
                             return Poll::Ready(Ok(handshake.map(|()| B::default())));
                         }
                         // The upgrade handle was dropped without accepting:
@@ -127,8 +134,17 @@ where
 
 /// Keeps the inner future alive on a task of its own (polling it to
 /// completion if it has not completed) until the socket is finished.
-fn hold<F>(future: Option<Pin<Box<F>>>, completed: bool, finished: Option<watch::Receiver<bool>>)
-where
+///
+/// If it completes while still waiting on its socket (a timeout inside
+/// the layer, typically), nothing would poll that wait again: the socket
+/// is closed with 1011 and freed, and the completed future — with the
+/// guards it holds — is dropped once that has finished the socket.
+fn hold<F>(
+    future: Option<Pin<Box<F>>>,
+    completed: bool,
+    finished: Option<watch::Receiver<bool>>,
+    pipeline: Arc<PipelineLink>,
+) where
     F: Future + Send + 'static,
 {
     let (Some(mut future), Some(mut finished)) = (future, finished) else {
@@ -143,7 +159,8 @@ where
     runtime.spawn(async move {
         if !completed {
             // The handler's response is discarded: the 101 is already sent.
-            let _ = future.as_mut().await;
+            let _ = poll_fn(|cx| pipeline.poll_in(future.as_mut(), cx)).await;
+            pipeline.completed().await;
         }
         // Completes when the socket is closed or aborted, or (as an error)
         // when it is dropped.

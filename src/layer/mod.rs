@@ -29,6 +29,20 @@
 //!
 //! Layers *outside* `WebSocketLayer` only see the handshake: their
 //! response future completes with the `101`.
+//!
+//! # Request timeouts
+//!
+//! Put a request timeout (tower's `Timeout`, tower-http's `TimeoutLayer`)
+//! *outside* the layer: it then bounds the handshake, and the socket
+//! outlives it. Inside, it completes the pipeline's future while the
+//! handler in it is still running. A handler left waiting on its socket
+//! would never be polled again, so the socket would stop answering with
+//! its connection open; the layer notices (the socket's operations know
+//! whether they wait inside the pipeline), closes the socket with 1011
+//! ("server handler ended") and frees its connection, and drops the
+//! completed future, with the guards it holds, once the socket is
+//! finished. A socket the handler handed to another task before the
+//! timeout is left alone.
 
 mod future;
 #[expect(

@@ -9,6 +9,7 @@ use tower_service::Service;
 use super::{ResponseFuture, WebSocketLayer};
 use crate::handshake;
 use crate::options::{OptionsError, WebSocketOptions};
+use crate::socket::PipelineLink;
 use crate::upgrade::{Pending, WebSocketUpgrade};
 
 /// The service [`WebSocketLayer`] wraps around an inner service.
@@ -108,6 +109,7 @@ where
         let on_upgrade = hyper::upgrade::on(&mut req);
         let (respond, accepted) = oneshot::channel();
         let (finished, finished_rx) = watch::channel(false);
+        let pipeline = Arc::new(PipelineLink::default());
         let upgrade = WebSocketUpgrade::new(
             handshake,
             self.options.clone(),
@@ -115,9 +117,10 @@ where
                 on_upgrade,
                 respond,
                 finished,
+                pipeline: pipeline.clone(),
             },
         );
         req.extensions_mut().insert(upgrade);
-        ResponseFuture::upgrading(self.inner.call(req), accepted, finished_rx)
+        ResponseFuture::upgrading(self.inner.call(req), accepted, finished_rx, pipeline)
     }
 }

@@ -8,6 +8,7 @@
 mod core;
 mod handle;
 mod message;
+mod pipeline;
 mod read_buffer;
 mod spare;
 mod transport;
@@ -15,6 +16,7 @@ mod websocket;
 
 pub use handle::WebSocketHandle;
 pub use message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
+pub(crate) use pipeline::PipelineLink;
 pub(crate) use transport::Transport;
 pub(crate) use websocket::SocketConfig;
 pub use websocket::{WebSocket, WebSocketReader, WebSocketWriter};

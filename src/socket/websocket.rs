@@ -15,6 +15,7 @@ use tokio::sync::{Notify, watch};
 use super::core::{CoreConfig, Party, SendProgress, Shared, Target, spawn_background};
 use super::handle::WebSocketHandle;
 use super::message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
+use super::pipeline::PipelineLink;
 use super::spare;
 use super::transport::Transport;
 use crate::error::Error;
@@ -83,7 +84,11 @@ const SINK_HIGH_WATER: usize = 64 * 1024;
 /// Once `Closed` or `Aborted` the socket is *finished*: the request
 /// pipeline held by [`WebSocketLayer`](crate::WebSocketLayer) completes,
 /// and [`finished`](Self::finished) resolves. Dropping the socket finishes
-/// it too (aborting it if it was open).
+/// it too: an open socket is then closed with 1011
+/// ([`CloseCode::INTERNAL_ERROR`], reason "server handler ended") after
+/// what completed sends left queued, and its connection dropped without
+/// waiting for the peer's answer ([`abort`](Self::abort) sends no Close at
+/// all).
 pub struct WebSocket {
     reader: WebSocketReader,
     writer: WebSocketWriter,
@@ -111,6 +116,8 @@ pub(crate) struct SocketConfig {
     pub(crate) keep_alive_interval: Option<Duration>,
     pub(crate) keep_alive_timeout: Option<Duration>,
     pub(crate) subprotocol: Option<Box<str>>,
+    /// The request pipeline that accepted the socket, if any.
+    pub(crate) pipeline: Option<Arc<PipelineLink>>,
 }
 
 impl SocketConfig {
@@ -125,6 +132,7 @@ impl SocketConfig {
             keep_alive_interval: options.keep_alive_interval,
             keep_alive_timeout: options.keep_alive_timeout,
             subprotocol: None,
+            pipeline: None,
         }
     }
 }
@@ -145,10 +153,14 @@ impl WebSocket {
                 limits: config.limits,
                 receive_buffer_size: config.receive_buffer_size,
                 close_timeout: config.close_timeout,
+                pipeline: config.pipeline.as_ref().map_or(0, PipelineLink::id),
             },
             config.subprotocol,
             finished,
         );
+        if let Some(pipeline) = &config.pipeline {
+            pipeline.attach(&shared);
+        }
         spawn_background(
             Arc::downgrade(&shared),
             shared.finished_receiver(),
@@ -333,7 +345,11 @@ impl WebSocket {
         let timeout = self.writer.shared.lock().close_timeout();
         let wait = async {
             loop {
-                let result = poll_fn(|cx| self.reader.poll_receive(cx, Target::Discard)).await?;
+                let result = ReceiveFuture {
+                    shared: &self.reader.shared,
+                    into: Discard,
+                }
+                .await?;
                 if result.message_type() == MessageType::Close {
                     return Ok(());
                 }
@@ -429,17 +445,75 @@ impl WebSocket {
     }
 }
 
-impl WebSocketReader {
-    fn poll_receive(
-        &mut self,
-        cx: &mut Context<'_>,
-        target: Target<'_>,
-    ) -> Poll<Result<ReceiveResult, Error>> {
-        self.shared.poll_with(cx, Party::Reader, |core, io_cx| {
-            core.poll_receive(io_cx, target)
+/// A receive: polls the core until it completes. Dropped before that, it
+/// tells the pipeline marks that the read no longer waits.
+struct ReceiveFuture<'a, T> {
+    shared: &'a Shared,
+    into: T,
+}
+
+/// Where a [`ReceiveFuture`] receives to.
+trait ReceiveInto {
+    type Output;
+    fn poll_core(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<Self::Output>;
+}
+
+impl ReceiveInto for &mut [u8] {
+    type Output = Result<ReceiveResult, Error>;
+
+    #[inline]
+    fn poll_core(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        shared.poll_with(cx, Party::Reader, |core, io_cx| {
+            core.poll_receive(io_cx, Target::Slice(self))
         })
     }
+}
 
+/// The whole-message receive.
+struct WholeMessage;
+
+impl ReceiveInto for WholeMessage {
+    type Output = Result<Message, Error>;
+
+    #[inline]
+    fn poll_core(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        shared.poll_with(cx, Party::Reader, |core, io_cx| {
+            core.poll_receive_message(io_cx)
+        })
+    }
+}
+
+/// Data validated and dropped, waiting for the peer's Close.
+struct Discard;
+
+impl ReceiveInto for Discard {
+    type Output = Result<ReceiveResult, Error>;
+
+    fn poll_core(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        shared.poll_with(cx, Party::Reader, |core, io_cx| {
+            core.poll_receive(io_cx, Target::Discard)
+        })
+    }
+}
+
+impl<T: ReceiveInto + Unpin> Future for ReceiveFuture<'_, T> {
+    type Output = T::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T::Output> {
+        let this = self.get_mut();
+        this.into.poll_core(this.shared, cx)
+    }
+}
+
+impl<T> Drop for ReceiveFuture<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.shared.pipeline.released(Party::Reader);
+    }
+}
+
+impl WebSocketReader {
     /// See [`WebSocket::receive`].
     ///
     /// # Errors
@@ -453,7 +527,10 @@ impl WebSocketReader {
         &'a mut self,
         buf: &'a mut [u8],
     ) -> impl Future<Output = Result<ReceiveResult, Error>> + Send + 'a {
-        poll_fn(move |cx| self.poll_receive(cx, Target::Slice(&mut *buf)))
+        ReceiveFuture {
+            shared: &self.shared,
+            into: buf,
+        }
     }
 
     /// See [`WebSocket::receive_message`].
@@ -466,13 +543,14 @@ impl WebSocketReader {
     ///
     /// Cancel-safe, as [`WebSocket::receive_message`].
     pub fn receive_message(&mut self) -> impl Future<Output = Result<Message, Error>> + Send + '_ {
-        poll_fn(move |cx| self.poll_receive_message(cx))
+        ReceiveFuture {
+            shared: &self.shared,
+            into: WholeMessage,
+        }
     }
 
     fn poll_receive_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, Error>> {
-        self.shared.poll_with(cx, Party::Reader, |core, io_cx| {
-            core.poll_receive_message(io_cx)
-        })
+        WholeMessage.poll_core(&self.shared, cx)
     }
 
     /// See [`WebSocket::state`].
@@ -575,6 +653,7 @@ impl Future for SendFuture<'_> {
 
 impl Drop for SendFuture<'_> {
     fn drop(&mut self) {
+        self.shared.pipeline.released(Party::Writer);
         if let SendProgress::Streaming { .. } = self.progress {
             if let Some((payload, _, _)) = self.outgoing.data() {
                 self.shared.lock().cancel_send(payload, &self.progress);

@@ -14,6 +14,10 @@ use crate::protocol::{CloseCode, ProtocolError};
 use crate::socket::message::{MessageType, ReceiveResult, WebSocketState};
 use crate::socket::read_buffer::ReadBuffer;
 
+/// The reason sent with the 1011 that closes a socket the application left
+/// open.
+const LEFT_OPEN_REASON: &str = "server handler ended";
+
 impl Core {
     /// Drops the connection at once: no Close frame.
     pub(crate) fn abort(&mut self) {
@@ -76,24 +80,34 @@ impl Core {
 
     /// The last handle is gone.
     pub(super) fn on_drop(&mut self) {
-        let frame_in_progress = self.conn.frame_in_progress();
-        match self.state() {
-            WebSocketState::CloseReceived if !frame_in_progress => {
-                // Answer the peer's Close (RFC 6455 §5.5.1) on the way out.
-                let _ = self.conn.start_close(self.conn.close_status(), "");
-                self.linger();
-                self.note_state();
+        self.leave();
+    }
+
+    /// The application is gone from the socket (its last handle dropped,
+    /// or its request pipeline completed without it): a received Close is
+    /// answered with its own code; an open socket is closed with 1011
+    /// ([`CloseCode::INTERNAL_ERROR`]), after the output that sends which
+    /// completed left queued; the connection goes to the linger task and
+    /// the socket ends. A half-written frame cannot be followed by a Close:
+    /// then the connection is dropped as it is.
+    pub(crate) fn leave(&mut self) {
+        if !self.conn.frame_in_progress() {
+            match self.state() {
+                WebSocketState::CloseReceived => {
+                    // Answer the peer's Close (RFC 6455 §5.5.1).
+                    let _ = self.conn.start_close(self.conn.close_status(), "");
+                    self.linger();
+                    self.note_state();
+                }
+                WebSocketState::Open => {
+                    let _ = self
+                        .conn
+                        .start_close(Some(CloseCode::INTERNAL_ERROR), LEFT_OPEN_REASON);
+                    self.linger();
+                }
+                WebSocketState::CloseSent | WebSocketState::Closed => self.linger(),
+                WebSocketState::Aborted => {}
             }
-            WebSocketState::CloseSent | WebSocketState::Closed if !frame_in_progress => {
-                self.linger();
-            }
-            WebSocketState::Open if self.conn.queued() > 0 && !frame_in_progress => {
-                // Sends that completed (coalesced, not yet written) are
-                // still delivered; then the connection closes without a
-                // close handshake, as an abort.
-                self.linger();
-            }
-            _ => {}
         }
         self.abort();
     }

@@ -48,6 +48,7 @@ use bytes::BytesMut;
 use tokio::sync::{Notify, watch};
 
 use super::message::{Message, WebSocketState};
+use super::pipeline::PipelineMarks;
 use super::read_buffer::ReadBuffer;
 use super::transport::Transport;
 use crate::error::Error;
@@ -129,6 +130,8 @@ pub(crate) struct CoreConfig {
     pub(crate) limits: Limits,
     pub(crate) receive_buffer_size: usize,
     pub(crate) close_timeout: Duration,
+    /// The accepting pipeline's id, or 0.
+    pub(crate) pipeline: usize,
 }
 
 /// The state shared by a socket's handles and its keep-alive timer.
@@ -138,6 +141,9 @@ pub(crate) struct Shared {
     proxy: Waker,
     pub(crate) subprotocol: Option<Box<str>>,
     finished_rx: watch::Receiver<bool>,
+    /// Which operations wait inside the request pipeline that accepted
+    /// the socket (see `socket::pipeline`).
+    pub(crate) pipeline: PipelineMarks,
 }
 
 impl Shared {
@@ -173,6 +179,7 @@ impl Shared {
             proxy,
             subprotocol,
             finished_rx,
+            pipeline: PipelineMarks::new(config.pipeline),
         })
     }
 
@@ -204,6 +211,7 @@ impl Shared {
         let result = f(&mut core, &mut io_cx);
         let now_finished = core.state().is_finished();
         drop(core);
+        self.pipeline.polled(party, result.is_pending());
         if now_finished && !was_finished {
             // Whoever else waits on the I/O (the other half, the timer)
             // must see that the socket ended.
@@ -266,6 +274,23 @@ impl Shared {
             self.wakers.wake_all();
         }
         liveness
+    }
+
+    /// Whether the socket is closed or aborted.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.lock().state().is_finished()
+    }
+
+    /// The request pipeline completed and left an operation on this
+    /// socket waiting that nothing will poll again: close the socket with
+    /// 1011 and free its connection (see `socket::pipeline`).
+    pub(crate) fn end_unpolled(&self) {
+        tracing::warn!(
+            "the request pipeline completed while it was still waiting on its websocket \
+             (a timeout inside WebSocketLayer?); closing the socket with 1011"
+        );
+        self.lock().leave();
+        self.wakers.wake_all();
     }
 
     /// Aborts the socket and wakes every party waiting on it, so pending

@@ -37,7 +37,7 @@ const PARTIES: usize = 0b111;
 const EPOCH_ONE: usize = PARTIES + 1;
 
 impl Party {
-    fn bit(self) -> usize {
+    pub(crate) fn bit(self) -> usize {
         match self {
             Party::Reader => 0b001,
             Party::Writer => 0b010,
@@ -142,6 +142,7 @@ mod tests {
                 limits: config.limits,
                 receive_buffer_size: config.receive_buffer_size,
                 close_timeout: config.close_timeout,
+                pipeline: 0,
             },
             None,
             watch::channel(false).0,
