@@ -9,7 +9,8 @@
 # as examples/echo and bench's tower-websockets take) under
 # `valgrind --tool=callgrind`, drives it with target/release/loadgen (build
 # it first: `cargo build --release -p tower-websockets-bench --bin
-# loadgen`), stops it with SIGINT and prints the program's instructions ÷
+# loadgen`), stops it with SIGTERM (a background job of a script ignores
+# SIGINT) and prints the program's instructions ÷
 # the messages echoed (warm-up included; start-up and handshakes are a
 # fraction of a percent of a 3 s run). Outputs go to target/callgrind/.
 # Before/after: run it on two builds, e.g. examples/echo built at another
@@ -35,7 +36,7 @@ for _ in $(seq 100); do
     sleep 0.2
 done
 target/release/loadgen --addr "127.0.0.1:$port" "$@" 2>/dev/null | head -1 > "$out/$name.json"
-kill -INT "$pid"
+kill -TERM "$pid"
 wait "$pid" || true
 trap - EXIT
 total=$(grep -m1 '^summary:' "$out/$name.out" | awk '{print $2}')

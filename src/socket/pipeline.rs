@@ -64,6 +64,7 @@ impl PipelineLink {
 
     /// Polls the pipeline's future, so that the socket operations polled
     /// inside it know where they wait.
+    #[inline]
     pub(crate) fn poll_in<F: Future + ?Sized>(
         self: &Arc<Self>,
         future: Pin<&mut F>,
@@ -105,6 +106,7 @@ struct Polling {
 }
 
 impl Polling {
+    #[inline]
     fn enter(id: usize) -> Polling {
         Polling {
             previous: POLLING.replace(id),
@@ -113,6 +115,7 @@ impl Polling {
 }
 
 impl Drop for Polling {
+    #[inline]
     fn drop(&mut self) {
         POLLING.set(self.previous);
     }

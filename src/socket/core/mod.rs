@@ -183,6 +183,7 @@ impl Shared {
         })
     }
 
+    #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
         // Nothing under this lock calls user code or can panic midway, but
         // a poisoned lock must not turn into a panic on the next call.
@@ -198,6 +199,7 @@ impl Shared {
     /// before the waker is registered, and that wake finds no one to wake.
     /// The wake counter closes it: if it moved since before `f`, the
     /// caller is woken at once (at worst a spurious poll).
+    #[inline]
     pub(crate) fn poll_with<R>(
         &self,
         cx: &mut Context<'_>,

@@ -48,6 +48,7 @@ impl Party {
 
 impl Wakers {
     /// The count of wakes so far, for [`registered`](Self::registered).
+    #[inline]
     pub(super) fn epoch(&self) -> usize {
         self.state.load(Ordering::SeqCst) & !PARTIES
     }
@@ -59,6 +60,7 @@ impl Wakers {
     /// The mark is a read-modify-write: if it comes before a `wake_all`'s,
     /// that `wake_all` sees the mark and wakes the waker registered before
     /// it; if after, it sees that `wake_all`'s count.
+    #[inline]
     pub(super) fn registered(&self, party: Party, waker: &Waker, epoch: usize) -> bool {
         match party {
             Party::Reader => self.reader.register(waker),
