@@ -3,6 +3,7 @@
 use std::{fmt, io};
 
 use crate::protocol::ProtocolError;
+use crate::socket::Message;
 
 /// Why a [`WebSocket`](crate::WebSocket) operation or an
 /// [`accept`](crate::WebSocketUpgrade::accept) failed.
@@ -29,8 +30,9 @@ pub enum Error {
     Closed,
     /// A send after this side's Close frame was sent.
     SendAfterClose,
-    /// The peer sent nothing, not even a pong, within the keep-alive
-    /// timeout after a keep-alive ping; the socket is aborted.
+    /// Within the keep-alive timeout after a keep-alive ping, the peer
+    /// sent nothing (not even a pong), or read none of the output waiting
+    /// for it; the socket is aborted.
     KeepAliveTimeout,
     /// The peer did not answer our Close frame within the close timeout;
     /// the connection was dropped and the socket is aborted.
@@ -107,5 +109,43 @@ impl Error {
             Error::Closed => Error::Closed,
             _ => Error::Aborted,
         }
+    }
+}
+
+/// Why [`try_send_message`](crate::WebSocket::try_send_message) did not
+/// take a message.
+#[derive(Debug)]
+pub enum TrySendError {
+    /// The socket's send queue is at its bound
+    /// ([`max_buffered_amount`](crate::WebSocketOptions::max_buffered_amount)):
+    /// the peer reads slower than the socket is sent to. The message is
+    /// handed back, unsent.
+    Full(Message),
+    /// The socket cannot send (it is closing, closed or aborted, or the
+    /// connection failed); the message was dropped.
+    Failed(Error),
+}
+
+impl fmt::Display for TrySendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("websocket send queue is full"),
+            TrySendError::Failed(_) => f.write_str("websocket cannot send"),
+        }
+    }
+}
+
+impl std::error::Error for TrySendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TrySendError::Full(_) => None,
+            TrySendError::Failed(error) => Some(error),
+        }
+    }
+}
+
+impl From<Error> for TrySendError {
+    fn from(error: Error) -> Self {
+        TrySendError::Failed(error)
     }
 }

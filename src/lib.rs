@@ -125,12 +125,13 @@ mod protocol;
 mod socket;
 mod upgrade;
 
-pub use error::Error;
+pub use error::{Error, TrySendError};
 pub use handshake::HandshakeRejection;
 pub use layer::{ResponseFuture, WebSocketLayer, WebSocketService};
 pub use options::{
-    DEFAULT_CLOSE_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_MAX_FRAME_SIZE,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_RECEIVE_BUFFER_SIZE, OptionsError, WebSocketOptions,
+    DEFAULT_CLOSE_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_KEEP_ALIVE_TIMEOUT,
+    DEFAULT_MAX_BUFFERED_AMOUNT, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_RECEIVE_BUFFER_SIZE, OptionsError, WebSocketOptions,
 };
 pub use protocol::close::InvalidCloseCode;
 pub use protocol::{CloseCode, ProtocolError};

@@ -44,11 +44,21 @@ pub struct WebSocketOptions {
     pub(crate) max_message_size: usize,
     pub(crate) max_frame_size: usize,
     pub(crate) close_timeout: Duration,
+    pub(crate) max_buffered_amount: usize,
 }
 
-/// The default [`WebSocketOptions::keep_alive_interval`]: 2 minutes, as
-/// ASP.NET Core.
-pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(120);
+/// The default [`WebSocketOptions::keep_alive_interval`]: 30 seconds
+/// (ASP.NET Core: 2 minutes), so that idle sockets stay alive behind
+/// proxies that drop connections silent for 60 seconds (nginx's
+/// `proxy_read_timeout`, AWS load balancers' idle timeout) and a dead peer
+/// is found within a minute.
+pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// The default [`WebSocketOptions::keep_alive_timeout`]: 30 seconds
+/// (ASP.NET Core: none). With the default interval, a peer that vanished
+/// without closing its connection is aborted within 60 seconds.
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default [`WebSocketOptions::max_buffered_amount`]: 64 KiB.
+pub const DEFAULT_MAX_BUFFERED_AMOUNT: usize = 64 * 1024;
 /// The default [`WebSocketOptions::receive_buffer_size`]: 4 KiB, as ASP.NET
 /// Core.
 pub const DEFAULT_RECEIVE_BUFFER_SIZE: usize = 4 * 1024;
@@ -63,13 +73,14 @@ impl Default for WebSocketOptions {
     fn default() -> Self {
         WebSocketOptions {
             keep_alive_interval: Some(DEFAULT_KEEP_ALIVE_INTERVAL),
-            keep_alive_timeout: None,
+            keep_alive_timeout: Some(DEFAULT_KEEP_ALIVE_TIMEOUT),
             receive_buffer_size: DEFAULT_RECEIVE_BUFFER_SIZE,
             allowed_origins: Vec::new(),
             require_origin: false,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            max_buffered_amount: DEFAULT_MAX_BUFFERED_AMOUNT,
         }
     }
 }
@@ -78,11 +89,12 @@ impl WebSocketOptions {
     // ----- tuning -----
 
     /// How often a Ping frame is sent to keep the connection alive
-    /// (ASP.NET `KeepAliveInterval`); `None` disables keep-alive pings.
+    /// (ASP.NET `KeepAliveInterval`); `None` disables keep-alive pings, and
+    /// with them the [keep-alive timeout](Self::keep_alive_timeout).
     ///
-    /// Default: 120 seconds. Pings are sent on a timer whether or not the
-    /// application is currently receiving. Per socket it can be overridden
-    /// with
+    /// Default: 30 seconds ([`DEFAULT_KEEP_ALIVE_INTERVAL`]; ASP.NET: 2
+    /// minutes). Pings are sent on a timer whether or not the application
+    /// is currently receiving. Per socket it can be overridden with
     /// [`AcceptOptions::keep_alive_interval`](crate::AcceptOptions::keep_alive_interval).
     #[must_use]
     pub fn keep_alive_interval(mut self, interval: Option<Duration>) -> Self {
@@ -90,22 +102,68 @@ impl WebSocketOptions {
         self
     }
 
-    /// How long after a keep-alive ping the peer may stay silent before the
-    /// socket is aborted (ASP.NET `KeepAliveTimeout`); `None` never aborts.
+    /// How long after a keep-alive ping a peer that shows no sign of life
+    /// is given before the socket is aborted (ASP.NET `KeepAliveTimeout`);
+    /// `None` never aborts.
     ///
-    /// Default: `None`, as ASP.NET. Any input counts as an answer, not
-    /// only the pong. Unlike ASP.NET, a peer is never timed out just
-    /// because the application is busy and not receiving: when the timeout
-    /// expires the socket reads what the peer sent (keeping it, in order,
-    /// for the application) before it decides. An aborted socket fails the
-    /// pending or next operation with
-    /// [`Error::KeepAliveTimeout`](crate::Error::KeepAliveTimeout). Has no
-    /// effect without a [`keep_alive_interval`](Self::keep_alive_interval);
-    /// per socket it can be overridden with
+    /// Default: 30 seconds ([`DEFAULT_KEEP_ALIVE_TIMEOUT`]; ASP.NET: none),
+    /// so with the default interval a peer that vanished without closing
+    /// its connection (a half-open connection) is aborted within 60
+    /// seconds, interval plus timeout. Browsers and every client library
+    /// answer pings by themselves, so a live peer is never cut off.
+    ///
+    /// When the timeout expires the socket is aborted if either
+    ///
+    /// - nothing arrived since the ping — any input counts as an answer,
+    ///   not only the pong, and a peer is never timed out because the
+    ///   *application* is busy and not receiving (unlike ASP.NET): the
+    ///   socket reads what the peer sent, keeping it in order for the
+    ///   application, before it decides; or
+    /// - output is waiting and the peer accepted none of it since the
+    ///   ping: a peer that stopped reading (while it goes on sending, or
+    ///   flooding pings) cannot hold a socket, or a
+    ///   [send waiting at the bound](Self::max_buffered_amount), for ever.
+    ///
+    /// An aborted socket fails the pending or next operation with
+    /// [`Error::KeepAliveTimeout`](crate::Error::KeepAliveTimeout). Per
+    /// socket it can be overridden with
     /// [`AcceptOptions::keep_alive_timeout`](crate::AcceptOptions::keep_alive_timeout).
     #[must_use]
     pub fn keep_alive_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.keep_alive_timeout = timeout;
+        self
+    }
+
+    /// The bound on bytes a socket has accepted to send but not yet handed
+    /// to the connection ([`WebSocket::buffered_amount`](crate::WebSocket::buffered_amount)):
+    /// the send backpressure.
+    ///
+    /// Default: 64 KiB ([`DEFAULT_MAX_BUFFERED_AMOUNT`]). When the peer
+    /// reads slower than the application sends, the kernel's socket buffer
+    /// fills first; then the socket keeps what it cannot write, up to this
+    /// bound:
+    ///
+    /// - a [`send`](crate::WebSocket::send) or
+    ///   [`send_message`](crate::WebSocket::send_message) completes once its
+    ///   frame is queued and the queue is within the bound, and otherwise
+    ///   waits until the peer has read enough (a payload over 8 KiB is
+    ///   written from the caller's buffer, so that send waits until it is
+    ///   written);
+    /// - [`try_send_message`](crate::WebSocket::try_send_message) never
+    ///   waits: it fails with [`TrySendError::Full`](crate::TrySendError::Full),
+    ///   handing the message back, when the message would take the queue
+    ///   past the bound — a broadcaster drops or closes a slow consumer
+    ///   instead of growing memory;
+    /// - the `Sink` accepts an item while the queue is within the bound;
+    /// - the socket stops *reading* while its queue is past the bound, so a
+    ///   peer that sends but never reads is pushed back by TCP.
+    ///
+    /// A message larger than the bound is accepted into an empty queue, so
+    /// the queue holds at most this many bytes or one message, whichever
+    /// is larger. `0` makes every send wait until its bytes are written.
+    #[must_use]
+    pub fn max_buffered_amount(mut self, bytes: usize) -> Self {
+        self.max_buffered_amount = bytes;
         self
     }
 
@@ -270,6 +328,7 @@ impl fmt::Debug for WebSocketOptions {
             .field("max_message_size", &self.max_message_size)
             .field("max_frame_size", &self.max_frame_size)
             .field("close_timeout", &self.close_timeout)
+            .field("max_buffered_amount", &self.max_buffered_amount)
             .finish()
     }
 }
@@ -302,8 +361,11 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let options = WebSocketOptions::default().validate().unwrap();
-        assert_eq!(options.keep_alive_interval, Some(Duration::from_secs(120)));
+        assert_eq!(options.keep_alive_interval, Some(Duration::from_secs(30)));
+        // Dead peers are reaped by default: a timeout is set.
+        assert_eq!(options.keep_alive_timeout, Some(Duration::from_secs(30)));
         assert_eq!(options.receive_buffer_size, 4096);
+        assert_eq!(options.max_buffered_amount, 64 * 1024);
     }
 
     #[test]

@@ -107,8 +107,10 @@ async fn reporting_server(
 
 #[tokio::test]
 async fn silent_peer_is_aborted_after_interval_plus_timeout() {
+    // A half-open peer (gone without a FIN) is silent as this one: the
+    // default options reap it the same way, in 30 s + 30 s.
     let interval = Duration::from_millis(100);
-    let timeout = Duration::from_millis(150);
+    let timeout = Duration::from_millis(250);
     let options = WebSocketOptions::default()
         .keep_alive_interval(Some(interval))
         .keep_alive_timeout(Some(timeout));
@@ -121,7 +123,8 @@ async fn silent_peer_is_aborted_after_interval_plus_timeout() {
         .expect("the silent peer was never cut off");
     let elapsed = start.elapsed();
     assert!(frames.iter().all(|f| f.opcode == 0x9), "{frames:?}");
-    assert!(!frames.is_empty(), "no ping was sent");
+    // A timeout longer than the interval does not space out the pings.
+    assert!(frames.len() >= 2, "pings: {frames:?}");
     assert!(
         elapsed >= interval + timeout,
         "aborted too early: {elapsed:?}"

@@ -18,13 +18,9 @@ use super::message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketS
 use super::pipeline::PipelineLink;
 use super::spare;
 use super::transport::Transport;
-use crate::error::Error;
+use crate::error::{Error, TrySendError};
 use crate::options::{OptionsError, WebSocketOptions};
 use crate::protocol::{CloseCode, Limits};
-
-/// Output queued by the `Sink` beyond this is written before more is
-/// accepted.
-const SINK_HIGH_WATER: usize = 64 * 1024;
 
 /// A server-side WebSocket connection: the analog of
 /// `System.Net.WebSockets.WebSocket`.
@@ -115,6 +111,7 @@ pub(crate) struct SocketConfig {
     pub(crate) close_timeout: Duration,
     pub(crate) keep_alive_interval: Option<Duration>,
     pub(crate) keep_alive_timeout: Option<Duration>,
+    pub(crate) max_buffered_amount: usize,
     pub(crate) subprotocol: Option<Box<str>>,
     /// The request pipeline that accepted the socket, if any.
     pub(crate) pipeline: Option<Arc<PipelineLink>>,
@@ -131,6 +128,7 @@ impl SocketConfig {
             close_timeout: options.close_timeout,
             keep_alive_interval: options.keep_alive_interval,
             keep_alive_timeout: options.keep_alive_timeout,
+            max_buffered_amount: options.max_buffered_amount,
             subprotocol: None,
             pipeline: None,
         }
@@ -153,6 +151,7 @@ impl WebSocket {
                 limits: config.limits,
                 receive_buffer_size: config.receive_buffer_size,
                 close_timeout: config.close_timeout,
+                max_buffered: config.max_buffered_amount,
                 pipeline: config.pipeline.as_ref().map_or(0, PipelineLink::id),
             },
             config.subprotocol,
@@ -312,6 +311,46 @@ impl WebSocket {
         message: Message,
     ) -> impl Future<Output = Result<(), Error>> + Send + '_ {
         self.writer.send_message(message)
+    }
+
+    /// Sends a whole message without waiting: it is queued (copied) and
+    /// written as far as the connection takes it now, and the socket's
+    /// background task writes the rest as the peer reads. For
+    /// broadcasters: one slow subscriber fails its own sends instead of
+    /// stalling the others, or growing memory.
+    ///
+    /// [`Message::Close`] queues our Close, as
+    /// [`WebSocketHandle::close`](crate::WebSocketHandle::close) does
+    /// (without waiting for the peer's).
+    ///
+    /// ```no_run
+    /// # use tower_websockets::{CloseCode, CloseFrame, Message, TrySendError, WebSocketWriter};
+    /// # async fn broadcast(subscribers: &mut Vec<WebSocketWriter>, text: String) {
+    /// for subscriber in subscribers.iter_mut() {
+    ///     match subscriber.try_send_message(Message::Text(text.clone())) {
+    ///         Ok(()) => {}
+    ///         // Too slow: 64 KiB (by default) are still waiting for it.
+    ///         Err(TrySendError::Full(_)) => {
+    ///             let close = CloseFrame { code: CloseCode::TRY_AGAIN_LATER, reason: "too slow".into() };
+    ///             let _ = subscriber.try_send_message(Message::Close(Some(close)));
+    ///         }
+    ///         Err(TrySendError::Failed(_)) => {} // closed or gone
+    ///     }
+    /// }
+    /// subscribers.retain(|s| s.state() == tower_websockets::WebSocketState::Open);
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`], with the message, when queuing it would take
+    /// the [buffered amount](Self::buffered_amount) past
+    /// [`max_buffered_amount`](crate::WebSocketOptions::max_buffered_amount)
+    /// (an empty queue takes a message of any size);
+    /// [`TrySendError::Failed`] with the error [`send`](Self::send) would
+    /// give.
+    pub fn try_send_message(&mut self, message: Message) -> Result<(), TrySendError> {
+        self.writer.try_send_message(message)
     }
 
     /// Closes the socket with the full handshake (ASP.NET `CloseAsync`):
@@ -671,6 +710,31 @@ impl Drop for SendFuture<'_> {
 }
 
 impl WebSocketWriter {
+    /// See [`WebSocket::try_send_message`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::try_send_message`].
+    pub fn try_send_message(&mut self, message: Message) -> Result<(), TrySendError> {
+        let (payload, message_type): (&[u8], _) = match &message {
+            Message::Text(text) => (text.as_bytes(), MessageType::Text),
+            Message::Binary(data) => (data, MessageType::Binary),
+            Message::Close(frame) => {
+                let (code, reason) = close_parts(frame);
+                self.shared.close_from_handle(code, reason)?;
+                return Ok(());
+            }
+        };
+        let taken = self
+            .shared
+            .poll_now(|core, io_cx| core.try_queue_message(io_cx, payload, message_type))?;
+        if taken {
+            Ok(())
+        } else {
+            Err(TrySendError::Full(message))
+        }
+    }
+
     /// See [`WebSocket::send`].
     ///
     /// # Errors
@@ -790,7 +854,7 @@ impl Sink<Message> for WebSocketWriter {
     type Error = Error;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.shared.lock().queued() < SINK_HIGH_WATER {
+        if self.shared.lock().has_room(0) {
             return Poll::Ready(Ok(()));
         }
         self.poll_flush_inner(cx)

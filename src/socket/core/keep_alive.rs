@@ -30,37 +30,56 @@ pub(crate) enum Liveness {
 const KEEP_ALIVE_READ_CAP: usize = 1 << 20;
 
 impl Core {
-    /// The keep-alive timer's tick: queue a ping and try to write it.
-    /// Returns whether the socket is still open.
-    pub(crate) fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+    /// The keep-alive timer's tick: queue a ping and try to write it;
+    /// `check` starts the liveness check from this ping (no earlier ping
+    /// awaits one). Returns whether the socket is still open.
+    pub(crate) fn poll_keep_alive(&mut self, cx: &mut Context<'_>, check: bool) -> Poll<bool> {
         if self.state() != WebSocketState::Open {
             return Poll::Ready(false);
         }
         self.conn.queue_ping();
-        self.ping_epoch = self.read_epoch;
+        if check {
+            self.ping_epoch = self.read_epoch;
+            self.ping_write_epoch = self.write_epoch;
+        }
         let _ = self.try_write_control(cx);
         Poll::Ready(self.state() == WebSocketState::Open)
     }
 
-    /// Whether the peer showed any sign of life since the last ping. If
-    /// nothing was read since, read now: an application that is busy and
-    /// not receiving leaves the peer's pong unread in the kernel, and that
-    /// must not count as silence (ASP.NET's false timeouts). What is read
-    /// stays buffered for the application, in order.
+    /// Whether the peer showed any sign of life since the last ping.
+    ///
+    /// A peer that read none of the output waiting for it since the ping
+    /// is dead, whatever it sent: it stopped reading. Otherwise any input
+    /// since the ping is an answer. If nothing was read since, read now: an
+    /// application that is busy and not receiving leaves the peer's pong
+    /// unread in the kernel, and that must not count as silence (ASP.NET's
+    /// false timeouts). What is read stays buffered for the application, in
+    /// order. With nothing to read, the peer is still given the benefit of
+    /// the doubt while our ping waits behind output it is reading.
     ///
     /// Returns the verdict and whether bytes were read here.
     pub(super) fn check_alive(&mut self, cx: &mut Context<'_>) -> (Liveness, bool) {
-        if self.state() != WebSocketState::Open || self.read_epoch != self.ping_epoch {
+        if self.state() != WebSocketState::Open {
             return (Liveness::Alive, false);
         }
-        if self.rbuf.len() >= KEEP_ALIVE_READ_CAP {
-            // The peer sent more than the application has read.
+        let waiting = self.conn.buffered_amount() > 0;
+        if waiting && self.write_epoch == self.ping_write_epoch {
+            tracing::debug!("websocket keep-alive timeout: the peer stopped reading");
+            self.abort_with(Error::KeepAliveTimeout);
+            return (Liveness::Dead, false);
+        }
+        if self.read_epoch != self.ping_epoch || self.rbuf.len() >= KEEP_ALIVE_READ_CAP {
+            // An answer came, or the peer sent more than the application
+            // has read.
             return (Liveness::Alive, false);
         }
         match self.poll_fill(cx) {
             Poll::Ready(Ok(())) => (Liveness::Alive, true),
             // The read failed and aborted the socket with its cause.
             Poll::Ready(Err(_)) => (Liveness::Dead, false),
+            // Our ping is not out yet, and the peer is reading what is
+            // ahead of it.
+            Poll::Pending if waiting => (Liveness::Alive, false),
             Poll::Pending => {
                 tracing::debug!("websocket keep-alive timeout: no answer to ping");
                 self.abort_with(Error::KeepAliveTimeout);
@@ -100,42 +119,50 @@ pub(crate) fn spawn_background(
             ticker
         });
         let mut check_at: Option<Instant> = None;
+        // Deferred output is being written (the peer's window was full).
+        let mut flushing = false;
         loop {
             tokio::select! {
                 () = async { drop(finished.wait_for(|done| *done).await) } => return,
-                () = flush.notified() => {
+                () = flush.notified(), if !flushing => {
                     // Let the application's task run first: if it receives
                     // again, it writes the queue itself.
                     tokio::task::yield_now().await;
-                    poll_fn(|cx| match shared.upgrade() {
-                        Some(strong) => strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
-                            core.poll_write_deferred(io_cx)
-                        }),
-                        None => Poll::Ready(()),
-                    })
-                    .await;
+                    flushing = true;
                 }
-                // While a ping awaits its answer, no new ping is sent: the
-                // check belongs to the ping before it.
+                // A branch of its own, not a wait inside one: a peer that
+                // does not read must not stop the keep-alive timer.
+                () = poll_fn(|cx| match shared.upgrade() {
+                    Some(strong) => strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
+                        core.poll_write_deferred(io_cx)
+                    }),
+                    None => Poll::Ready(()),
+                }), if flushing => flushing = false,
+                // Pings go out on every tick; the check runs from the
+                // oldest ping it has not judged yet, so a timeout longer
+                // than the interval does not space out the pings.
                 _ = async {
                     match ticker.as_mut() {
                         Some(ticker) => ticker.tick().await,
                         None => std::future::pending().await,
                     }
-                }, if check_at.is_none() => {
+                } => {
                     let Some(strong) = shared.upgrade() else {
                         return;
                     };
+                    let check = check_at.is_none();
                     let open = poll_fn(|cx| {
                         strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
-                            core.poll_keep_alive(io_cx)
+                            core.poll_keep_alive(io_cx, check)
                         })
                     })
                     .await;
                     if !open {
                         return;
                     }
-                    check_at = timeout.map(|timeout| Instant::now() + timeout);
+                    if check {
+                        check_at = timeout.map(|timeout| Instant::now() + timeout);
+                    }
                 }
                 () = tokio::time::sleep_until(check_at.unwrap_or_else(Instant::now)), if check_at.is_some() => {
                     check_at = None;

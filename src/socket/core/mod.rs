@@ -108,6 +108,10 @@ pub(crate) struct Core {
 
     // ----- send -----
     close_timeout: Duration,
+    /// [`WebSocketOptions::max_buffered_amount`](crate::WebSocketOptions::max_buffered_amount):
+    /// sends wait, and reading stops, while more output than this is
+    /// queued.
+    max_buffered: usize,
     /// Sends completed without writing because more input was buffered:
     /// the next read (or the background task) writes them.
     deferred: bool,
@@ -121,6 +125,11 @@ pub(crate) struct Core {
     read_epoch: u64,
     /// `read_epoch` when the last keep-alive ping was queued.
     ping_epoch: u64,
+    /// Counts writes that handed bytes to the transport, so the keep-alive
+    /// timer can tell a peer that stopped reading.
+    write_epoch: u64,
+    /// `write_epoch` when the last keep-alive ping was queued.
+    ping_write_epoch: u64,
 
     finished: watch::Sender<bool>,
 }
@@ -130,6 +139,7 @@ pub(crate) struct CoreConfig {
     pub(crate) limits: Limits,
     pub(crate) receive_buffer_size: usize,
     pub(crate) close_timeout: Duration,
+    pub(crate) max_buffered: usize,
     /// The accepting pipeline's id, or 0.
     pub(crate) pipeline: usize,
 }
@@ -169,10 +179,13 @@ impl Shared {
                 small_reads: 0,
                 message: BytesMut::new(),
                 close_timeout: config.close_timeout,
+                max_buffered: config.max_buffered,
                 deferred: false,
                 flush_notify: config.flush_notify,
                 read_epoch: 0,
                 ping_epoch: 0,
+                write_epoch: 0,
+                ping_write_epoch: 0,
                 finished,
             }),
             wakers,
@@ -221,6 +234,22 @@ impl Shared {
         }
         if result.is_pending() && self.wakers.registered(party, cx.waker(), epoch) {
             cx.waker().wake_by_ref();
+        }
+        result
+    }
+
+    /// Runs `f`, a call that never waits, on the core with the proxy
+    /// waker's context: whatever it leaves registered with the I/O wakes
+    /// the parties waiting there.
+    pub(crate) fn poll_now<R>(&self, f: impl FnOnce(&mut Core, &mut Context<'_>) -> R) -> R {
+        let mut io_cx = Context::from_waker(&self.proxy);
+        let mut core = self.lock();
+        let was_finished = core.state().is_finished();
+        let result = f(&mut core, &mut io_cx);
+        let now_finished = core.state().is_finished();
+        drop(core);
+        if now_finished && !was_finished {
+            self.wakers.wake_all();
         }
         result
     }

@@ -49,6 +49,7 @@ impl Core {
     /// double the next read, up to [`MAX_READ_SIZE`], so large messages and
     /// pipelined frames take fewer system calls.
     pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        ready!(self.poll_output_within_bound(cx))?;
         let Some(io) = self.io.as_mut() else {
             return Poll::Ready(Err(self.finished_error()));
         };
@@ -116,6 +117,18 @@ impl Core {
                 Poll::Pending
             }
         }
+    }
+
+    /// Reading stops while more output than the send queue's bound waits
+    /// for the peer: it resumes once the peer has read all of it. A peer
+    /// that sends but never reads is held back by TCP instead of making
+    /// the server read (and the application queue replies) without end.
+    #[inline]
+    fn poll_output_within_bound(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.conn.queued() <= self.max_buffered || self.conn.frame_in_progress() {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_write_out(cx)
     }
 
     /// The socket is idle with nothing buffered: give the read buffer back.
@@ -318,6 +331,7 @@ impl Core {
         }
         // Direct reads are large and rare: write coalesced output first.
         self.try_write_control(cx)?;
+        ready!(self.poll_output_within_bound(cx))?;
         let Some(io) = self.io.as_mut() else {
             return Poll::Ready(Err(self.finished_error()));
         };

@@ -144,6 +144,7 @@ mod tests {
                 limits: config.limits,
                 receive_buffer_size: config.receive_buffer_size,
                 close_timeout: config.close_timeout,
+                max_buffered: config.max_buffered_amount,
                 pipeline: 0,
             },
             None,

@@ -11,7 +11,7 @@ use tokio::io::AsyncWrite;
 
 use super::*;
 use crate::error::Error;
-use crate::protocol::{Queued, SendRejected};
+use crate::protocol::{Queued, SendRejected, header_len};
 use crate::socket::message::{MessageType, WebSocketState};
 
 /// Payloads up to this size are copied behind their header and written
@@ -39,7 +39,10 @@ impl Core {
                 }
                 // Control frames that waited behind the output are staged
                 // once it is written.
-                Poll::Ready(Ok(n)) => self.conn.written(n),
+                Poll::Ready(Ok(n)) => {
+                    self.conn.written(n);
+                    self.write_epoch = self.write_epoch.wrapping_add(1);
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.abort_with(e.into()))),
                 Poll::Pending => return Poll::Pending,
             }
@@ -117,6 +120,7 @@ impl Core {
                                 ));
                             }
                             Ok(mut n) => {
+                                self.write_epoch = self.write_epoch.wrapping_add(1);
                                 let from_out = n.min(self.conn.queued());
                                 if from_out > 0 {
                                     self.conn.written(from_out);
@@ -136,15 +140,73 @@ impl Core {
                         // about to receive again, and the read that finds the
                         // input dry writes all the replies in one go. The
                         // background task writes them if it does not.
-                        self.deferred = true;
-                        self.flush_notify.notify_one();
+                        self.defer_write();
+                    } else if let Poll::Ready(written) = self.poll_write_out(cx) {
+                        written?;
+                    } else if self.conn.buffered_amount() <= self.max_buffered {
+                        // The peer's window is full, but the queue is within
+                        // its bound: the send is done, and the background task
+                        // writes the rest when the peer reads.
+                        self.defer_write();
                     } else {
-                        ready!(self.poll_write_out(cx))?;
+                        // Past the bound: wait until the peer reads.
+                        return Poll::Pending;
                     }
                     *progress = SendProgress::Done;
                     return Poll::Ready(Ok(()));
                 }
                 SendProgress::Done => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+
+    /// Leaves the queued output to the next read or the background task.
+    fn defer_write(&mut self) {
+        self.deferred = true;
+        self.flush_notify.notify_one();
+    }
+
+    /// Whether `len` more bytes fit in the send queue: the queue is empty
+    /// (a message larger than the bound still goes out), or stays within
+    /// [`max_buffered`](Core::max_buffered) with them.
+    pub(crate) fn has_room(&self, len: usize) -> bool {
+        let buffered = self.conn.buffered_amount();
+        buffered == 0 || buffered.saturating_add(len) <= self.max_buffered
+    }
+
+    /// Queues a whole message without waiting and starts writing it: the
+    /// `try_send_message` path. Fails with `Ok(false)` when it does not fit
+    /// the send queue's bound.
+    pub(crate) fn try_queue_message(
+        &mut self,
+        cx: &mut Context<'_>,
+        payload: &[u8],
+        message_type: MessageType,
+    ) -> Result<bool, Error> {
+        let can_send = matches!(
+            self.state(),
+            WebSocketState::Open | WebSocketState::CloseReceived
+        );
+        // A socket that cannot send gives a send's error, full or not.
+        if can_send && !self.has_room(header_len(payload.len() as u64, false) + payload.len()) {
+            return Ok(false);
+        }
+        self.queue_message(payload, message_type)?;
+        self.try_write_now(cx)?;
+        Ok(true)
+    }
+
+    /// Writes what is queued as far as the transport takes it now; the
+    /// background task writes the rest.
+    pub(crate) fn try_write_now(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        if self.conn.frame_in_progress() {
+            return Ok(());
+        }
+        match self.poll_write_out(cx) {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                self.defer_write();
+                Ok(())
             }
         }
     }
@@ -214,11 +276,6 @@ impl Core {
             self.conn.queue_rest(payload);
         }
         Ok(())
-    }
-
-    /// Bytes queued but not yet written.
-    pub(crate) fn queued(&self) -> usize {
-        self.conn.queued()
     }
 
     /// Bytes accepted but not yet handed to the transport: the queued
