@@ -173,3 +173,158 @@ impl StreamClient {
         }
     }
 }
+
+// ----- a peer that does not read -----
+
+/// What the server saw of a peer that never reads.
+#[derive(Debug)]
+struct Backpressure {
+    /// Messages sent (completed) before one waited.
+    sent: usize,
+    /// The buffered amount while a send waited.
+    buffered: usize,
+    /// What `try_send_message` answered then.
+    try_send: Result<(), String>,
+    /// How the waiting send ended, and after how long.
+    ended: Result<(), tower_websockets::Error>,
+    waited: std::time::Duration,
+}
+
+/// The server sends 4 KiB messages to a client that never reads: once
+/// the kernel's buffers are full, sends complete while the queue is
+/// within `max_buffered_amount` (64 KiB), then one waits; the fail-fast
+/// `try_send_message` hands its message back; and the waiting send ends
+/// with a keep-alive timeout (the peer read nothing since the ping), so
+/// the wait has a deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_meets_the_send_bound_and_a_deadline() {
+    const MESSAGE: usize = 4096;
+    const BOUND: usize = tower_websockets::DEFAULT_MAX_BUFFERED_AMOUNT;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let options = WebSocketOptions::default()
+        .keep_alive_interval(Some(std::time::Duration::from_millis(200)))
+        .keep_alive_timeout(Some(std::time::Duration::from_millis(300)));
+    let service = ServiceBuilder::new()
+        .layer(WebSocketLayer::new(options).unwrap())
+        .service_fn(move |mut req: Request<Incoming>| {
+            let tx = tx.clone();
+            async move {
+                let upgrade = WebSocketUpgrade::from_request(&mut req).unwrap();
+                drop(req);
+                let mut socket = upgrade.accept().await.unwrap();
+                let payload = bytes::Bytes::from(vec![0x42; MESSAGE]);
+                let mut sent = 0;
+                loop {
+                    let send = socket.send_message(Message::Binary(payload.clone()));
+                    match tokio::time::timeout(std::time::Duration::from_millis(100), send).await {
+                        Ok(result) => {
+                            result.unwrap();
+                            sent += 1;
+                            assert!(
+                                socket.buffered_amount() <= BOUND,
+                                "a send completed past the bound"
+                            );
+                        }
+                        // Dropped while waiting: its frame stays queued whole.
+                        Err(_) => break,
+                    }
+                }
+                let buffered = socket.buffered_amount();
+                let try_send = match socket.try_send_message(Message::Binary(payload.clone())) {
+                    Ok(()) => Ok(()),
+                    Err(tower_websockets::TrySendError::Full(Message::Binary(back))) => {
+                        assert_eq!(back, payload, "the message handed back is the one given");
+                        Err("full".to_owned())
+                    }
+                    Err(other) => Err(format!("{other:?}")),
+                };
+                let start = std::time::Instant::now();
+                let ended = socket.send_message(Message::Binary(payload)).await;
+                tx.send(Backpressure {
+                    sent,
+                    buffered,
+                    try_send,
+                    ended,
+                    waited: start.elapsed(),
+                })
+                .unwrap();
+                Ok::<_, Infallible>(Response::<Body>::default())
+            }
+        });
+    let addr = serve(service).await;
+    let client = raw_connect(addr, "/ws").await;
+    let seen = tokio::time::timeout(TIMEOUT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    drop(client);
+    assert!(seen.sent > BOUND / MESSAGE, "{seen:?}");
+    assert!(
+        seen.buffered > BOUND - MESSAGE && seen.buffered <= BOUND + MESSAGE + 4,
+        "{seen:?}"
+    );
+    assert_eq!(seen.try_send, Err("full".to_owned()), "{seen:?}");
+    assert!(
+        matches!(seen.ended, Err(tower_websockets::Error::KeepAliveTimeout)),
+        "{seen:?}"
+    );
+    assert!(seen.waited < std::time::Duration::from_secs(3), "{seen:?}");
+}
+
+/// The server echoes through a split socket: its reader hands each
+/// message to its writer over an unbounded channel. The client sends
+/// 64 MiB of 4 KiB messages and never reads. Once the socket's queue is
+/// past its bound the reader reads no more, so TCP pushes back on the
+/// client: its writes stall, and what the server took in stays near the
+/// kernel's buffers instead of all 64 MiB queued in the application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_stops_while_output_is_blocked_past_its_bound() {
+    const MESSAGE: usize = 4 * 1024;
+    const TOTAL: usize = 64 << 20;
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = received.clone();
+    let service = ServiceBuilder::new()
+        .layer(WebSocketLayer::new(WebSocketOptions::default()).unwrap())
+        .service_fn(move |mut req: Request<Incoming>| {
+            let counted = counted.clone();
+            async move {
+                let upgrade = WebSocketUpgrade::from_request(&mut req).unwrap();
+                drop(req);
+                let socket = upgrade.accept().await.unwrap();
+                let (mut reader, mut writer) = socket.split();
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                tokio::spawn(async move {
+                    while let Some(message) = rx.recv().await {
+                        if writer.send_message(message).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                while let Ok(message) = reader.receive_message().await {
+                    if let Message::Binary(data) = &message {
+                        counted.fetch_add(data.len(), std::sync::atomic::Ordering::SeqCst);
+                    }
+                    if tx.send(message).is_err() {
+                        break;
+                    }
+                }
+                Ok::<_, Infallible>(Response::<Body>::default())
+            }
+        });
+    let addr = serve(service).await;
+    let mut client = raw_connect(addr, "/ws").await;
+    let frame = frame(true, 0x2, &[0x17; MESSAGE], Some(MASK));
+    let all = async {
+        for _ in 0..TOTAL / MESSAGE {
+            client.stream.write_all(&frame).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(2), all).await;
+    let taken = received.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        finished.is_err(),
+        "all 64 MiB were taken in ({taken} bytes received)"
+    );
+    assert!(taken < TOTAL / 2, "the server read {taken} bytes");
+}

@@ -693,10 +693,9 @@ impl Future for SendFuture<'_> {
 impl Drop for SendFuture<'_> {
     fn drop(&mut self) {
         self.shared.pipeline.released(Party::Writer);
-        if let SendProgress::Streaming { .. } = self.progress {
-            if let Some((payload, _, _)) = self.outgoing.data() {
-                self.shared.lock().cancel_send(payload, &self.progress);
-            }
+        if !matches!(self.progress, SendProgress::NotStarted | SendProgress::Done) {
+            let payload = self.outgoing.data().map(|(payload, _, _)| payload);
+            self.shared.send_dropped(payload, &self.progress);
         }
         // A large message's allocation, written and let go of, is kept for
         // the next large message received on this thread (an echo's reply

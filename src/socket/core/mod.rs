@@ -112,6 +112,9 @@ pub(crate) struct Core {
     /// sends wait, and reading stops, while more output than this is
     /// queued.
     max_buffered: usize,
+    /// The reader stopped because the output was past its bound, and waits
+    /// to be woken when it is back within.
+    reader_gated: bool,
     /// Sends completed without writing because more input was buffered:
     /// the next read (or the background task) writes them.
     deferred: bool,
@@ -180,6 +183,7 @@ impl Shared {
                 message: BytesMut::new(),
                 close_timeout: config.close_timeout,
                 max_buffered: config.max_buffered,
+                reader_gated: false,
                 deferred: false,
                 flush_notify: config.flush_notify,
                 read_epoch: 0,
@@ -305,6 +309,24 @@ impl Shared {
             self.wakers.wake_all();
         }
         liveness
+    }
+
+    /// A send future was dropped before it completed: keep the stream
+    /// whole (see [`Core::cancel_send`]), and let a reader that waited for
+    /// that send go on.
+    pub(crate) fn send_dropped(&self, payload: Option<&[u8]>, progress: &SendProgress) {
+        let mut core = self.lock();
+        if let Some(payload) = payload {
+            core.cancel_send(payload, progress);
+        }
+        let ungated = core.reader_gated && core.output_within_bound();
+        if ungated {
+            core.reader_gated = false;
+        }
+        drop(core);
+        if ungated {
+            self.wakers.wake_all();
+        }
     }
 
     /// Whether the socket is closed or aborted.

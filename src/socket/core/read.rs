@@ -120,15 +120,35 @@ impl Core {
     }
 
     /// Reading stops while more output than the send queue's bound waits
-    /// for the peer: it resumes once the peer has read all of it. A peer
-    /// that sends but never reads is held back by TCP instead of making
-    /// the server read (and the application queue replies) without end.
+    /// for the peer, and resumes once the peer has read it all. A peer that
+    /// sends but never reads is held back by TCP instead of making the
+    /// server read (and the application queue replies) without end. While
+    /// a send on another task writes a large frame, the reader waits for
+    /// it: the writer wakes the reader once the queue is back within its
+    /// bound (see [`Shared::poll_with`]).
     #[inline]
     fn poll_output_within_bound(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.conn.queued() <= self.max_buffered || self.conn.frame_in_progress() {
+        if self.output_within_bound() {
             return Poll::Ready(Ok(()));
         }
-        self.poll_write_out(cx)
+        self.poll_output_drained(cx)
+    }
+
+    #[cold]
+    fn poll_output_drained(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if !self.conn.frame_in_progress() {
+            if let Poll::Ready(result) = self.poll_write_out(cx) {
+                return Poll::Ready(result);
+            }
+        }
+        self.reader_gated = true;
+        Poll::Pending
+    }
+
+    /// Whether the output waiting for the peer is within the send bound.
+    #[inline]
+    pub(super) fn output_within_bound(&self) -> bool {
+        self.conn.queued() <= self.max_buffered
     }
 
     /// The socket is idle with nothing buffered: give the read buffer back.
