@@ -34,6 +34,8 @@
 //! ws.send("hello");
 //! ```
 
+mod common;
+
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::net::SocketAddr;
@@ -43,8 +45,7 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -108,7 +109,13 @@ async fn serve() -> Result<(), Box<dyn StdError>> {
             .layer(layer.clone())
             .service_fn(move |req| handler(req, peer, ticker.clone()));
         tokio::spawn(async move {
-            let result = auto::Builder::new(TokioExecutor::new())
+            // Deadlines for the first bytes and the request headers
+            // (common/mod.rs): a silent client cannot hold the connection.
+            match common::first_bytes(&tcp, common::HANDSHAKE_TIMEOUT).await {
+                Ok(Some(_)) => {}
+                _ => return,
+            }
+            let result = common::auto_builder(common::HANDSHAKE_TIMEOUT)
                 .serve_connection_with_upgrades(
                     TokioIo::new(tcp),
                     TowerToHyperService::new(service),

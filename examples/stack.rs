@@ -41,6 +41,8 @@
 //! ws.onopen = () => ws.send("hello");
 //! ```
 
+mod common;
+
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::process::ExitCode;
@@ -51,8 +53,7 @@ use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -129,7 +130,13 @@ async fn serve() -> Result<(), Box<dyn StdError>> {
         }
         let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            let result = auto::Builder::new(TokioExecutor::new())
+            // Deadlines for the first bytes and the request headers
+            // (common/mod.rs): a silent client cannot hold the connection.
+            match common::first_bytes(&tcp, common::HANDSHAKE_TIMEOUT).await {
+                Ok(Some(_)) => {}
+                _ => return,
+            }
+            let result = common::auto_builder(common::HANDSHAKE_TIMEOUT)
                 .serve_connection_with_upgrades(TokioIo::new(tcp), service)
                 .await;
             if let Err(error) = result {

@@ -210,3 +210,63 @@ async fn ctrl_c_closes_open_sockets_with_going_away_and_exits() {
         );
     }
 }
+
+/// Reads until the server closes the connection; `Err` if it is still
+/// open after `limit`. Returns how long that took.
+async fn closed_within(
+    tcp: &mut tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> Result<std::time::Duration, String> {
+    let start = std::time::Instant::now();
+    let mut scratch = [0u8; 4096];
+    let ended = tokio::time::timeout(limit, async {
+        loop {
+            match tcp.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    match ended {
+        Ok(()) => Ok(start.elapsed()),
+        Err(_) => Err(format!("still open after {limit:?}")),
+    }
+}
+
+/// With `--handshake-timeout 0.5`, a connection that sends nothing, one
+/// that stops inside its request headers, and one that stops inside
+/// HTTP/2's preface are all closed by the server within the deadline
+/// (plus scheduling), while a well-behaved client still gets its socket.
+#[tokio::test]
+async fn silent_and_stalled_handshakes_are_closed_at_the_deadline() {
+    let (_server, addr) = start(&["--handshake-timeout", "0.5"]).await;
+    let deadline = std::time::Duration::from_millis(500);
+    let limit = std::time::Duration::from_secs(3);
+    let stalls: [(&str, &[u8]); 3] = [
+        ("silent", b""),
+        (
+            "headers never finished",
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nX-Pad: ",
+        ),
+        ("HTTP/2 preface never finished", b"PRI * HTTP/2.0\r\n"),
+    ];
+    let mut clients = Vec::new();
+    for (name, bytes) in stalls {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(bytes).await.unwrap();
+        clients.push((name, tcp));
+    }
+    // A well-behaved client is served meanwhile.
+    let (mut client, _) = connect_async(format!("ws://{addr}/ws")).await.unwrap();
+    assert_echo(&mut client, Message::text("on time")).await;
+    for (name, mut tcp) in clients {
+        let took = closed_within(&mut tcp, limit)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(took < limit, "{name}: closed after {took:?}");
+    }
+    // The socket opened in time outlives the handshake deadline.
+    tokio::time::sleep(deadline).await;
+    assert_echo(&mut client, Message::text("still here")).await;
+}

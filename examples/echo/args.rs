@@ -1,21 +1,29 @@
-//! The sample's command line: `--addr`, `--threads` and `--mode`.
+//! The sample's command line: `--addr`, `--threads`, `--mode` and
+//! `--handshake-timeout`.
+
+use std::time::Duration;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:5000";
 
 pub(crate) const USAGE: &str = "\
 usage: echo [--addr HOST:PORT] [--threads N] [--mode aspnet|message]
+            [--handshake-timeout SECONDS]
 
   --addr HOST:PORT  address to listen on (default 127.0.0.1:5000)
   --threads N       tokio worker threads (default: one per CPU core)
   --mode aspnet     echo with the ASP.NET loop: 4 KiB receives, each sent
                     back as it came (default)
-  --mode message    echo whole messages (receive_message / send_message)";
+  --mode message    echo whole messages (receive_message / send_message)
+  --handshake-timeout SECONDS
+                    how long a new connection may take to send its first
+                    request's headers (default 10; decimals allowed)";
 
 /// The command line.
 pub(crate) struct Args {
     pub(crate) addr: String,
     pub(crate) threads: Option<usize>,
     pub(crate) mode: Mode,
+    pub(crate) handshake_timeout: Duration,
 }
 
 /// How `/ws` echoes.
@@ -34,6 +42,7 @@ impl Args {
             addr: DEFAULT_ADDR.to_owned(),
             threads: None,
             mode: Mode::AspNet,
+            handshake_timeout: super::common::HANDSHAKE_TIMEOUT,
         };
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -59,6 +68,19 @@ impl Args {
                         Some("message") => Mode::Message,
                         _ => return Err("--mode needs a value: aspnet or message".to_owned()),
                     };
+                }
+                "--handshake-timeout" => {
+                    let value = args.next().ok_or("--handshake-timeout needs a value")?;
+                    match value.parse::<f64>() {
+                        Ok(seconds) if seconds > 0.0 && seconds.is_finite() => {
+                            parsed.handshake_timeout = Duration::from_secs_f64(seconds);
+                        }
+                        _ => {
+                            return Err(format!(
+                                "--handshake-timeout must be a positive number of seconds, not {value:?}"
+                            ));
+                        }
+                    }
                 }
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unknown argument {other:?}")),

@@ -34,11 +34,20 @@
 //! directly: hyper-util's `auto` builder would wrap every connection in a
 //! private type that `accept` cannot see through to the `TcpStream`.
 //!
+//! Deadlines (`../common/mod.rs`): a connection has `--handshake-timeout`
+//! seconds (default 10) to send its first request's headers (a first-bytes
+//! deadline, then hyper's header-read timeout, which needs hyper's timer);
+//! request heads are capped at 64 KiB; idle HTTP/2 connections are pinged
+//! and closed when they do not answer. Sockets then have the keep-alive
+//! and close timeouts of `WebSocketOptions`.
+//!
 //! Ctrl-C stops the server: it stops accepting, lets HTTP requests in
 //! flight finish, closes open sockets with 1001 (going away), waits at most
 //! 5 seconds for all of that and exits (`shutdown.rs`).
 
 mod args;
+#[path = "../common/mod.rs"]
+mod common;
 mod shutdown;
 
 use std::convert::Infallible;
@@ -49,10 +58,8 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
@@ -100,7 +107,7 @@ fn main() -> ExitCode {
     let result = runtime
         .build()
         .map_err(Into::into)
-        .and_then(|runtime| runtime.block_on(serve(&args.addr, args.mode)));
+        .and_then(|runtime| runtime.block_on(serve(&args.addr, args.mode, args.handshake_timeout)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -111,7 +118,7 @@ fn main() -> ExitCode {
 }
 
 /// Accepts connections until Ctrl-C, then shuts down gracefully.
-async fn serve(addr: &str, mode: Mode) -> Result<(), Box<dyn StdError>> {
+async fn serve(addr: &str, mode: Mode, handshake: Duration) -> Result<(), Box<dyn StdError>> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -147,7 +154,7 @@ async fn serve(addr: &str, mode: Mode) -> Result<(), Box<dyn StdError>> {
         let service = TowerToHyperService::new(app.clone());
         let stop = shutdown.watcher();
         tokio::spawn(async move {
-            if let Err(error) = serve_connection(tcp, service, stop).await {
+            if let Err(error) = serve_connection(tcp, service, stop, handshake).await {
                 tracing::debug!(%peer, error, "connection error");
             }
         });
@@ -169,11 +176,13 @@ async fn serve(addr: &str, mode: Mode) -> Result<(), Box<dyn StdError>> {
 
 /// Serves one connection: HTTP/1.1 with upgrades, or h2c with extended
 /// CONNECT, until it ends or shutdown is requested (then the request in
-/// flight finishes first).
+/// flight finishes first). The first request's headers must arrive within
+/// `handshake`.
 async fn serve_connection<S>(
     tcp: TcpStream,
     service: S,
     mut stop: ShutdownWatch,
+    handshake: Duration,
 ) -> Result<(), Box<dyn StdError + Send + Sync>>
 where
     S: hyper::service::Service<Request<Incoming>, Response = Response<Body>>
@@ -183,14 +192,23 @@ where
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    let started = tokio::time::Instant::now();
     let http1 = tokio::select! {
-        http1 = starts_http1(&tcp) => http1?,
+        http1 = common::first_bytes(&tcp, handshake) => http1?,
         // A client that never sent its first bytes.
         () = stop.requested() => return Ok(()),
     };
+    let Some(http1) = http1 else {
+        // Silent past the deadline, or gone.
+        return Ok(());
+    };
+    // What is left of the deadline bounds the headers.
+    let headers = handshake
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(1));
     if http1 {
         // Upgrades must be enabled for WebSockets over HTTP/1.1.
-        let conn = http1::Builder::new()
+        let conn = common::http1_builder(headers)
             .serve_connection(TokioIo::new(tcp), service)
             .with_upgrades();
         tokio::pin!(conn);
@@ -202,12 +220,10 @@ where
             }
         }
     } else {
-        // h2c with prior knowledge (or a first read too short to tell):
-        // let the auto builder decide.
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // RFC 8441: advertise extended CONNECT so HTTP/2 clients can open
-        // WebSockets on their streams.
-        builder.http2().enable_connect_protocol();
+        // h2c with prior knowledge. The builder advertises extended
+        // CONNECT (RFC 8441) so HTTP/2 clients can open WebSockets on
+        // their streams.
+        let builder = common::auto_builder(headers);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
         tokio::pin!(conn);
         tokio::select! {
@@ -219,15 +235,6 @@ where
         }
     }
     Ok(())
-}
-
-/// Whether the connection's first bytes rule out HTTP/2's connection
-/// preface (`PRI * HTTP/2.0...`), looked at without consuming them.
-async fn starts_http1(tcp: &TcpStream) -> std::io::Result<bool> {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let mut first = [0u8; PREFACE.len()];
-    let n = tcp.peek(&mut first).await?;
-    Ok(n > 0 && !PREFACE.starts_with(&first[..n]))
 }
 
 /// The sample's routes.

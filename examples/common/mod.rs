@@ -1,0 +1,100 @@
+//! What every example's accept loop does before and while hyper serves a
+//! connection: deadlines, so that a client that connects and sends
+//! nothing, or never finishes its request headers, cannot hold a
+//! connection (and its buffers) for ever.
+//!
+//! - the first bytes: a connection has [`HANDSHAKE_TIMEOUT`] to send
+//!   enough to tell HTTP/1.1 from HTTP/2's preface ([`first_bytes`]);
+//! - HTTP/1.1: hyper's header-read timeout (it needs hyper's timer, which
+//!   hyper's builders do not set by themselves) bounds each request head,
+//!   including the wait for the next request on a kept-alive connection;
+//!   request heads are capped at 64 KiB (hyper's default is ~400 KiB);
+//! - HTTP/2: hyper pings an idle connection and closes it when the pings
+//!   go unanswered ([`H2_KEEP_ALIVE`]).
+//!
+//! Once a WebSocket is accepted, its own deadlines take over: the
+//! keep-alive timeout and the close timeout of `WebSocketOptions`.
+
+#![allow(dead_code, reason = "each example uses the parts it needs")]
+
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+
+/// How long a new connection may take to send its first request's
+/// headers.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often hyper pings an idle HTTP/2 connection, and how long it waits
+/// for the answer.
+pub(crate) const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+
+/// The largest request head hyper buffers on an HTTP/1.1 connection.
+pub(crate) const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits, at most `deadline`, until the connection's first bytes tell
+/// HTTP/1.1 (`Some(true)`) from HTTP/2's preface (`Some(false)`), looking
+/// without consuming them. `None`: the deadline passed, or the client
+/// closed the connection first; drop it.
+pub(crate) async fn first_bytes(
+    tcp: &TcpStream,
+    deadline: Duration,
+) -> std::io::Result<Option<bool>> {
+    let decide = async {
+        let mut first = [0u8; PREFACE.len()];
+        loop {
+            let n = tcp.peek(&mut first).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            if !PREFACE.starts_with(&first[..n]) {
+                return Ok(Some(true));
+            }
+            if n == PREFACE.len() {
+                return Ok(Some(false));
+            }
+            // A prefix of the preface: wait for more.
+            tcp.readable().await?;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    match tokio::time::timeout(deadline, decide).await {
+        Ok(result) => result,
+        Err(_) => Ok(None),
+    }
+}
+
+/// hyper's HTTP/1.1 builder with its timer, the header-read timeout and
+/// the request-head cap.
+pub(crate) fn http1_builder(header_timeout: Duration) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD);
+    builder
+}
+
+/// hyper-util's auto builder (HTTP/1.1 and h2c) with the same HTTP/1.1
+/// deadlines, HTTP/2 keep-alive, and extended CONNECT for WebSockets over
+/// HTTP/2 (RFC 8441).
+pub(crate) fn auto_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEP_ALIVE)
+        .keep_alive_timeout(H2_KEEP_ALIVE)
+        .enable_connect_protocol();
+    builder
+}
