@@ -93,6 +93,29 @@
 //! See [`layer`] for where to place the layer in a stack and what outer
 //! and inner layers see, and [`WebSocket`] for the close handshake.
 //!
+//! # Limits and deadlines
+//!
+//! Every buffer a peer can make a socket fill has a bound in bytes, and
+//! every wait on a peer has a deadline. Per socket, with the defaults of
+//! [`WebSocketOptions`]:
+//!
+//! | what the peer fills | bound |
+//! | --- | --- |
+//! | one frame | [`max_frame_size`](WebSocketOptions::max_frame_size), 16 MiB, refused (1009) from its header |
+//! | a whole message ([`WebSocket::receive_message`], the `Stream`) | [`max_message_size`](WebSocketOptions::max_message_size), 64 MiB, refused (1009) from the header that passes it; the buffer API ([`WebSocket::receive`]) assembles nothing |
+//! | the read buffer | [`receive_buffer_size`](WebSocketOptions::receive_buffer_size) (4 KiB), doubling while reads fill it, to 64 KiB (or the receive buffer size, if larger); none while idle. Input the application has not received: at most 1 MiB more, read by the keep-alive check |
+//! | control frames to send | one pong (the latest ping's answer, RFC 6455 §5.5.3), one keep-alive ping, our Close: 3 × 127 bytes |
+//! | the send queue ([`WebSocket::buffered_amount`]): sends, coalesced replies, the `Sink` | [`max_buffered_amount`](WebSocketOptions::max_buffered_amount), 64 KiB, or one message larger than it; sends wait past it, [`WebSocket::try_send_message`] fails, and the socket stops reading until the peer has read it |
+//! | HTTP/2 | hyper's flow-control windows: 1 MiB received per connection, 400 KiB sent per stream (hyper's defaults) |
+//!
+//! | what waits on the peer | deadline |
+//! | --- | --- |
+//! | the close handshake, and a failing socket's Close | [`close_timeout`](WebSocketOptions::close_timeout), 10 s |
+//! | a peer that vanished without closing (half-open), or stopped reading our output | [`keep_alive_interval`](WebSocketOptions::keep_alive_interval) + [`keep_alive_timeout`](WebSocketOptions::keep_alive_timeout): 30 s + 30 s |
+//! | a send waiting at the bound | the same: the peer read none of it since a ping |
+//! | a request pipeline that completed while it waited on its socket (a timeout inside the layer) | closed with 1011 at once (see [`layer`]) |
+//! | the opening handshake: first bytes, request headers | the server's, before this crate sees the request: give hyper a timer and a header-read timeout, and bound the first bytes, as the examples do (README, "Running in production") |
+//!
 //! # Requirements
 //!
 //! A tokio runtime (the inner pipeline of an accepted request and the
