@@ -62,7 +62,9 @@ impl fmt::Display for Error {
             Error::Aborted => "websocket was aborted",
             Error::Closed => "websocket is closed",
             Error::SendAfterClose => "cannot send after the close frame was sent",
-            Error::KeepAliveTimeout => "peer did not answer the keep-alive ping in time",
+            Error::KeepAliveTimeout => {
+                "peer did not answer the keep-alive ping, or read none of our output, in time"
+            }
             Error::CloseTimeout => "peer did not answer the close frame in time",
             Error::InvalidArgument(message) => message,
             Error::AlreadyAccepted => "websocket request was already accepted",

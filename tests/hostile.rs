@@ -192,16 +192,15 @@ struct Backpressure {
 
 /// The server sends 4 KiB messages to a client that never reads: once
 /// the kernel's buffers are full, sends complete while the queue is
-/// within `max_buffered_amount` (64 KiB), then one waits; the fail-fast
+/// within `max_buffered_amount` (`bound`), then one waits; the fail-fast
 /// `try_send_message` hands its message back; and the waiting send ends
 /// with a keep-alive timeout (the peer read nothing since the ping), so
 /// the wait has a deadline.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_never_reads_meets_the_send_bound_and_a_deadline() {
+async fn never_reading_peer_meets_the_send_bound(bound: usize) {
     const MESSAGE: usize = 4096;
-    const BOUND: usize = tower_websockets::DEFAULT_MAX_BUFFERED_AMOUNT;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let options = WebSocketOptions::default()
+        .max_buffered_amount(bound)
         .keep_alive_interval(Some(std::time::Duration::from_millis(200)))
         .keep_alive_timeout(Some(std::time::Duration::from_millis(300)));
     let service = ServiceBuilder::new()
@@ -221,7 +220,7 @@ async fn a_peer_that_never_reads_meets_the_send_bound_and_a_deadline() {
                             result.unwrap();
                             sent += 1;
                             assert!(
-                                socket.buffered_amount() <= BOUND,
+                                socket.buffered_amount() <= bound,
                                 "a send completed past the bound"
                             );
                         }
@@ -258,9 +257,9 @@ async fn a_peer_that_never_reads_meets_the_send_bound_and_a_deadline() {
         .unwrap()
         .unwrap();
     drop(client);
-    assert!(seen.sent > BOUND / MESSAGE, "{seen:?}");
+    assert!(seen.sent > bound / MESSAGE, "{seen:?}");
     assert!(
-        seen.buffered > BOUND - MESSAGE && seen.buffered <= BOUND + MESSAGE + 4,
+        seen.buffered > bound.saturating_sub(MESSAGE) && seen.buffered <= bound + MESSAGE + 4,
         "{seen:?}"
     );
     assert_eq!(seen.try_send, Err("full".to_owned()), "{seen:?}");
@@ -269,6 +268,17 @@ async fn a_peer_that_never_reads_meets_the_send_bound_and_a_deadline() {
         "{seen:?}"
     );
     assert!(seen.waited < std::time::Duration::from_secs(3), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_meets_the_send_bound_and_a_deadline() {
+    never_reading_peer_meets_the_send_bound(tower_websockets::DEFAULT_MAX_BUFFERED_AMOUNT).await;
+}
+
+/// With a bound of 0 every send waits until its bytes are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_zero_bound_every_send_waits_until_written() {
+    never_reading_peer_meets_the_send_bound(0).await;
 }
 
 /// The server echoes through a split socket: its reader hands each

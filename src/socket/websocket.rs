@@ -237,6 +237,14 @@ impl WebSocket {
     /// sending valid UTF-8 (the whole message must be valid; pieces may
     /// split characters).
     ///
+    /// It completes once the frame is written, or queued within
+    /// [`max_buffered_amount`](crate::WebSocketOptions::max_buffered_amount)
+    /// when the peer's window is full (the socket writes the rest as the
+    /// peer reads), and waits past that bound; a payload over 8 KiB is
+    /// written from `payload` itself, so the send waits until it is
+    /// written. A peer that reads nothing for a keep-alive timeout after a
+    /// ping fails the wait with [`Error::KeepAliveTimeout`].
+    ///
     /// # Errors
     ///
     /// [`Error::SendAfterClose`] after our Close was sent;

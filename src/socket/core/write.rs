@@ -214,10 +214,11 @@ impl Core {
     /// Whether a completed send may leave its bytes queued (write
     /// coalescing): only while the application is about to receive again —
     /// unread input is buffered, or an incoming frame is still arriving —
-    /// and the queue is small.
+    /// and the queue is small (and within the send bound: coalesced bytes
+    /// are accepted but not written).
     pub(super) fn may_defer(&self) -> bool {
         (!self.rbuf.is_empty() || self.conn.remaining() > 0)
-            && self.conn.queued() < COALESCE_LIMIT
+            && self.conn.queued() < COALESCE_LIMIT.min(self.max_buffered)
             && self.state() == WebSocketState::Open
     }
 
