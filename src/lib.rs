@@ -138,6 +138,16 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+// Negotiated here and unit-tested; the handshake and the engine take it up
+// next (issue 14, in progress), until then nothing outside the tests calls it.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "permessage-deflate is not wired to the handshake yet"
+    )
+)]
+mod extensions;
 mod handshake;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
