@@ -40,6 +40,9 @@ pub enum ProtocolError {
     MessageTooLarge,
     /// A frame longer than the configured maximum frame size.
     FrameTooLarge,
+    /// A compressed message (permessage-deflate, RFC 7692) whose payload
+    /// is not valid DEFLATE data.
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
@@ -47,7 +50,9 @@ impl ProtocolError {
     /// UTF-8, 1009 for exceeded limits, 1002 for everything else.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
             ProtocolError::MessageTooLarge | ProtocolError::FrameTooLarge => {
                 CloseCode::MESSAGE_TOO_BIG
             }
@@ -71,6 +76,7 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 => "invalid utf-8",
             ProtocolError::MessageTooLarge => "message too large",
             ProtocolError::FrameTooLarge => "frame too large",
+            ProtocolError::InvalidCompressedData => "invalid compressed data",
         }
     }
 }

@@ -14,6 +14,8 @@
 //!   output queue, Close payloads encoded and parsed.
 //! - `mask`: in-place XOR unmasking, a machine word at a time.
 //! - `utf8`: incremental, fail-fast UTF-8 validation across fragments.
+//! - `deflate`: permessage-deflate's codec (RFC 7692 §7.2): compressing a
+//!   message without its flush tail, inflating into bounded space.
 //! - `decoder`: the receive state machine (fragmentation, control
 //!   frames, limits, UTF-8) that maps every violation to its close code.
 //! - `connection`: [`Connection`], the whole server side of a connection
@@ -25,6 +27,14 @@
 pub(crate) mod close;
 pub(crate) mod connection;
 pub(crate) mod decoder;
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "permessage-deflate is not wired to the engine yet"
+    )
+)]
+pub(crate) mod deflate;
 pub(crate) mod error;
 pub(crate) mod frame;
 pub(crate) mod mask;
