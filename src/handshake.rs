@@ -49,6 +49,9 @@ pub(crate) struct Handshake {
     pub(crate) flavor: Flavor,
     pub(crate) subprotocols: Vec<Box<str>>,
     pub(crate) extensions: Vec<Box<str>>,
+    /// The `Sec-WebSocket-Extensions` header values as sent, for
+    /// negotiation (their parameters may be quoted, with commas inside).
+    pub(crate) extension_offers: Vec<HeaderValue>,
 }
 
 /// Why a request is not a valid WebSocket request, and the HTTP answer
@@ -220,6 +223,11 @@ pub(crate) fn detect<B>(req: &Request<B>) -> Result<Handshake, HandshakeRejectio
         },
         subprotocols: tokens(headers, &SEC_WEBSOCKET_PROTOCOL),
         extensions: tokens(headers, &SEC_WEBSOCKET_EXTENSIONS),
+        extension_offers: headers
+            .get_all(&SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .cloned()
+            .collect(),
     })
 }
 
@@ -242,6 +250,11 @@ fn detect_h2<B>(req: &Request<B>) -> Result<Handshake, HandshakeRejection> {
         flavor: Flavor::Http2,
         subprotocols: tokens(headers, &SEC_WEBSOCKET_PROTOCOL),
         extensions: tokens(headers, &SEC_WEBSOCKET_EXTENSIONS),
+        extension_offers: headers
+            .get_all(&SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .cloned()
+            .collect(),
     })
 }
 

@@ -138,15 +138,6 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
-// Negotiated here and unit-tested; the handshake and the engine take it up
-// next (issue 14, in progress), until then nothing outside the tests calls it.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "permessage-deflate is not wired to the handshake yet"
-    )
-)]
 mod extensions;
 mod handshake;
 #[cfg(feature = "internals")]
@@ -164,7 +155,7 @@ pub use layer::{ResponseFuture, WebSocketLayer, WebSocketService};
 pub use options::{
     DEFAULT_CLOSE_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_KEEP_ALIVE_TIMEOUT,
     DEFAULT_MAX_BUFFERED_AMOUNT, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_RECEIVE_BUFFER_SIZE, OptionsError, WebSocketOptions,
+    DEFAULT_RECEIVE_BUFFER_SIZE, DeflateOptions, OptionsError, WebSocketOptions,
 };
 pub use protocol::close::InvalidCloseCode;
 pub use protocol::{CloseCode, ProtocolError};

@@ -45,6 +45,142 @@ pub struct WebSocketOptions {
     pub(crate) max_frame_size: usize,
     pub(crate) close_timeout: Duration,
     pub(crate) max_buffered_amount: usize,
+    pub(crate) permessage_deflate: Option<DeflateOptions>,
+}
+
+/// permessage-deflate (RFC 7692) settings, for
+/// [`WebSocketOptions::permessage_deflate`] or per socket
+/// [`AcceptOptions::permessage_deflate`](crate::AcceptOptions::permessage_deflate)
+/// (ASP.NET `WebSocketAcceptContext.DangerousEnableCompression`,
+/// `DisableServerContextTakeover`, `ServerMaxWindowBits`).
+///
+/// Compression is off unless enabled: compressing secrets next to
+/// attacker-chosen data in one TLS stream lets an attacker who sees the
+/// compressed sizes guess the secrets (the CRIME and BREACH attacks). Turn
+/// it on for data that does not mix the two, or use no context takeover
+/// and keep secrets and attacker-controlled text in separate messages.
+///
+/// A client's offers are walked in its order and the first acceptable one
+/// is accepted (RFC 7692 §5); the socket's
+/// [`extensions`](crate::WebSocket::extensions) says what was agreed.
+/// `server_max_window_bits=8` in an offer declines it (zlib cannot keep to
+/// a 256-byte window when compressing); a client window of 8 is inflated
+/// with 9 bits, which decodes it.
+///
+/// Memory: a socket with context takeover keeps its compressor (about
+/// 2^(window bits + 2) + 128 KiB, 256 KiB at 15 bits) and inflater (about
+/// 2^window bits + 7 KiB, 39 KiB at 15 bits) for its whole life. Without
+/// context takeover a codec is borrowed from a per-thread pool for one
+/// message, and an idle socket holds none.
+///
+/// ```
+/// use tower_websockets::{DeflateOptions, WebSocketOptions};
+///
+/// let options = WebSocketOptions::default().permessage_deflate(Some(
+///     DeflateOptions::default()
+///         .server_no_context_takeover(true)
+///         .client_no_context_takeover(true),
+/// ));
+/// # let _ = options;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeflateOptions {
+    pub(crate) server_max_window_bits: u8,
+    pub(crate) client_max_window_bits: u8,
+    pub(crate) server_no_context_takeover: bool,
+    pub(crate) client_no_context_takeover: bool,
+    pub(crate) level: u32,
+    pub(crate) threshold: usize,
+}
+
+impl Default for DeflateOptions {
+    fn default() -> Self {
+        DeflateOptions {
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            level: 6,
+            threshold: 256,
+        }
+    }
+}
+
+impl DeflateOptions {
+    /// The largest window the server compresses with, 9–15 (ASP.NET
+    /// `ServerMaxWindowBits`). Default: 15 (32 KiB). A client may ask for
+    /// less. Smaller windows take less memory and compress less well.
+    #[must_use]
+    pub fn server_max_window_bits(mut self, bits: u8) -> Self {
+        self.server_max_window_bits = bits;
+        self
+    }
+
+    /// The largest window the server lets a client that offers
+    /// `client_max_window_bits` compress with, 8–15. Default: 15. Smaller
+    /// windows shrink the server's inflater.
+    #[must_use]
+    pub fn client_max_window_bits(mut self, bits: u8) -> Self {
+        self.client_max_window_bits = bits;
+        self
+    }
+
+    /// Whether the server compresses every message on its own, without
+    /// the ones before (ASP.NET `DisableServerContextTakeover`). Default:
+    /// false. True costs compression on repetitive streams and saves the
+    /// compressor's memory between messages.
+    #[must_use]
+    pub fn server_no_context_takeover(mut self, no_takeover: bool) -> Self {
+        self.server_no_context_takeover = no_takeover;
+        self
+    }
+
+    /// Whether to ask clients to compress every message on its own, so
+    /// the server keeps no inflater between messages. Default: false.
+    #[must_use]
+    pub fn client_no_context_takeover(mut self, no_takeover: bool) -> Self {
+        self.client_no_context_takeover = no_takeover;
+        self
+    }
+
+    /// The compression level, 0 (stored) to 9 (smallest). Default: 6.
+    #[must_use]
+    pub fn level(mut self, level: u32) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// Whole messages shorter than this many bytes are sent uncompressed
+    /// (a fragmented message is always compressed). Default: 256.
+    #[must_use]
+    pub fn threshold(mut self, bytes: usize) -> Self {
+        self.threshold = bytes;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), OptionsError> {
+        if !(9..=15).contains(&self.server_max_window_bits) {
+            return Err(OptionsError::new("server_max_window_bits must be 9 to 15"));
+        }
+        if !(8..=15).contains(&self.client_max_window_bits) {
+            return Err(OptionsError::new("client_max_window_bits must be 8 to 15"));
+        }
+        if self.level > 9 {
+            return Err(OptionsError::new("the compression level must be 0 to 9"));
+        }
+        Ok(())
+    }
+
+    /// The negotiation settings.
+    pub(crate) fn negotiation(&self) -> crate::extensions::DeflateConfig {
+        crate::extensions::DeflateConfig {
+            server_max_window_bits: self.server_max_window_bits,
+            client_max_window_bits: self.client_max_window_bits,
+            server_no_context_takeover: self.server_no_context_takeover,
+            client_no_context_takeover: self.client_no_context_takeover,
+        }
+    }
 }
 
 /// The default [`WebSocketOptions::keep_alive_interval`]: 30 seconds
@@ -81,6 +217,7 @@ impl Default for WebSocketOptions {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             max_buffered_amount: DEFAULT_MAX_BUFFERED_AMOUNT,
+            permessage_deflate: None,
         }
     }
 }
@@ -180,6 +317,22 @@ impl WebSocketOptions {
     #[must_use]
     pub fn receive_buffer_size(mut self, bytes: usize) -> Self {
         self.receive_buffer_size = bytes;
+        self
+    }
+
+    /// permessage-deflate (RFC 7692) for every socket, when the client
+    /// offers it; `None` (the default) sends and accepts only uncompressed
+    /// messages. See [`DeflateOptions`] for why it is off by default and
+    /// what it costs; per socket it can be overridden with
+    /// [`AcceptOptions::permessage_deflate`](crate::AcceptOptions::permessage_deflate).
+    ///
+    /// The [message limit](Self::max_message_size) applies to the inflated
+    /// size, checked while inflating: a small frame that would inflate past
+    /// it fails the socket with 1009 before its output is allocated.
+    #[must_use]
+    #[doc(alias = "DangerousEnableCompression")]
+    pub fn permessage_deflate(mut self, deflate: Option<DeflateOptions>) -> Self {
+        self.permessage_deflate = deflate;
         self
     }
 
@@ -283,6 +436,9 @@ impl WebSocketOptions {
         if self.close_timeout.is_zero() {
             return Err(OptionsError::new("close_timeout must be non-zero"));
         }
+        if let Some(deflate) = &self.permessage_deflate {
+            deflate.validate()?;
+        }
         for origin in &mut self.allowed_origins {
             let trimmed = origin.trim();
             if trimmed.is_empty() || HeaderValue::from_str(trimmed).is_err() {
@@ -329,6 +485,7 @@ impl fmt::Debug for WebSocketOptions {
             .field("max_frame_size", &self.max_frame_size)
             .field("close_timeout", &self.close_timeout)
             .field("max_buffered_amount", &self.max_buffered_amount)
+            .field("permessage_deflate", &self.permessage_deflate)
             .finish()
     }
 }
@@ -377,6 +534,12 @@ mod tests {
             WebSocketOptions::default().close_timeout(Duration::ZERO),
             WebSocketOptions::default().allowed_origins([""]),
             WebSocketOptions::default().allowed_origins(["bad\norigin"]),
+            WebSocketOptions::default()
+                .permessage_deflate(Some(DeflateOptions::default().server_max_window_bits(8))),
+            WebSocketOptions::default()
+                .permessage_deflate(Some(DeflateOptions::default().client_max_window_bits(16))),
+            WebSocketOptions::default()
+                .permessage_deflate(Some(DeflateOptions::default().level(10))),
         ];
         for options in bad {
             assert!(options.validate().is_err());

@@ -10,8 +10,11 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::Error;
-use crate::handshake::{Flavor, Handshake, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL};
-use crate::options::WebSocketOptions;
+use crate::handshake::{
+    Flavor, Handshake, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL,
+};
+use crate::options::{DeflateOptions, WebSocketOptions};
+use crate::protocol::CompressionConfig;
 use crate::socket::{PipelineLink, SocketConfig, Transport, WebSocket};
 use tokio::net::TcpStream;
 
@@ -67,6 +70,7 @@ pub struct AcceptOptions {
     subprotocol: Option<String>,
     keep_alive_interval: Option<Option<Duration>>,
     keep_alive_timeout: Option<Option<Duration>>,
+    permessage_deflate: Option<Option<DeflateOptions>>,
 }
 
 impl AcceptOptions {
@@ -90,6 +94,22 @@ impl AcceptOptions {
     #[must_use]
     pub fn keep_alive_interval(mut self, interval: Option<Duration>) -> Self {
         self.keep_alive_interval = Some(interval);
+        self
+    }
+
+    /// This socket's permessage-deflate settings, overriding
+    /// [`WebSocketOptions::permessage_deflate`]; `None` accepts this socket
+    /// uncompressed (ASP.NET `DangerousEnableCompression`, per accept).
+    ///
+    /// # Panics
+    ///
+    /// Never; settings out of range are reported by
+    /// [`accept_with`](WebSocketUpgrade::accept_with) as
+    /// [`Error::InvalidArgument`].
+    #[must_use]
+    #[doc(alias = "DangerousEnableCompression")]
+    pub fn permessage_deflate(mut self, deflate: Option<DeflateOptions>) -> Self {
+        self.permessage_deflate = Some(deflate);
         self
     }
 
@@ -182,6 +202,22 @@ impl WebSocketUpgrade {
             Some(_) => return Err(Error::SubprotocolNotOffered),
             None => None,
         };
+        let deflate = match options.permessage_deflate {
+            Some(deflate) => deflate,
+            None => self.inner.options.permessage_deflate,
+        };
+        if let Some(deflate) = &deflate {
+            deflate
+                .validate()
+                .map_err(|_| Error::InvalidArgument("permessage_deflate settings out of range"))?;
+        }
+        let negotiated = deflate.and_then(|deflate| {
+            crate::extensions::negotiate(
+                &self.inner.handshake.extension_offers,
+                &deflate.negotiation(),
+            )
+            .map(|(agreed, header)| (deflate, agreed, header))
+        });
         let pending = self
             .inner
             .pending
@@ -207,6 +243,22 @@ impl WebSocketUpgrade {
                 HeaderValue::from_str(protocol).map_err(|_| Error::SubprotocolNotOffered)?;
             response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, value);
         }
+        let mut extensions = None;
+        let mut compression = None;
+        if let Some((deflate, agreed, header)) = negotiated {
+            extensions = header.to_str().ok().map(Box::from);
+            response
+                .headers_mut()
+                .insert(SEC_WEBSOCKET_EXTENSIONS, header);
+            compression = Some(CompressionConfig {
+                server_window_bits: agreed.server_window_bits,
+                client_window_bits: agreed.client_window_bits,
+                server_no_context_takeover: agreed.server_no_context_takeover,
+                client_no_context_takeover: agreed.client_no_context_takeover,
+                level: deflate.level,
+                threshold: deflate.threshold,
+            });
+        }
 
         let Pending {
             on_upgrade,
@@ -227,6 +279,8 @@ impl WebSocketUpgrade {
             config.keep_alive_timeout = timeout;
         }
         config.subprotocol = subprotocol.map(String::into_boxed_str);
+        config.extensions = extensions;
+        config.compression = compression;
         config.pipeline = Some(pipeline);
         // Under hyper-util's `TokioIo<TcpStream>` the TCP stream is used
         // directly, with the bytes hyper read past the request (frames the

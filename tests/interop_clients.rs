@@ -16,7 +16,7 @@ use common::*;
 use std::net::SocketAddr;
 
 use tokio::process::Command;
-use tower_websockets::WebSocketOptions;
+use tower_websockets::{DeflateOptions, WebSocketOptions};
 
 /// Scenarios run against the default echo server.
 const SCENARIOS: &[&str] = &[
@@ -27,6 +27,9 @@ const SCENARIOS: &[&str] = &[
     "close",
     "subprotocol",
 ];
+
+/// The compression scenarios (permessage-deflate offers of each kind).
+const DEFLATE_SCENARIOS: &[&str] = &["deflate", "deflate-no-takeover", "deflate-small-windows"];
 
 /// The scenario run against the server that allows only this origin.
 const ORIGIN_SCENARIO: &str = "origin";
@@ -75,6 +78,47 @@ const NODE: Peer = Peer {
 #[tokio::test]
 async fn python_websockets_client_interoperates() {
     run_all_scenarios(&PYTHON).await;
+}
+
+/// permessage-deflate against Python's own implementation: with and
+/// without context takeover and with 512-byte windows, messages of 0 B to
+/// 16 MiB both ways, text and binary, whole and fragmented, against the
+/// ASP.NET echo loop (4 KiB pieces, so every echo is a fragmented
+/// compressed message) and the whole-message echo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_client_interoperates_with_compression() {
+    let version = match installed_version(&PYTHON).await {
+        Ok(version) => version,
+        Err(why) => {
+            return skip(
+                REQUIRE_ENV,
+                &format!("{} is not available: {why}", PYTHON.name),
+            );
+        }
+    };
+    let options = WebSocketOptions::default()
+        .max_message_size(17 << 20)
+        .permessage_deflate(Some(DeflateOptions::default()));
+    let servers = [
+        ("the ASP.NET loop", echo_server(options.clone()).await),
+        ("whole messages", message_echo_server(options).await),
+    ];
+    let mut failures = Vec::new();
+    for (server, addr) in servers {
+        for scenario in DEFLATE_SCENARIOS {
+            if let Err(failure) = run_scenario(&PYTHON, addr, scenario).await {
+                failures.push(format!(
+                    "--- {scenario:?} against {server} failed: {failure}"
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} ({version}): {}",
+        PYTHON.name,
+        failures.join("\n")
+    );
 }
 
 #[tokio::test]

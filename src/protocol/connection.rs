@@ -12,9 +12,10 @@
 use bytes::{Buf, BytesMut};
 
 use super::close::CloseCode;
+use super::compression::{Compression, CompressionConfig};
 use super::decoder::{ControlFrame, Decoder, Header, Limits, WholeFrame};
 use super::error::ProtocolError;
-use super::frame::{ControlPayload, OpCode, put_frame, put_header};
+use super::frame::{ControlPayload, OpCode, put_compressed_frame, put_frame, put_header};
 
 /// The state of a [`WebSocket`](crate::WebSocket) (ASP.NET
 /// `WebSocketState`).
@@ -55,12 +56,16 @@ impl WebSocketState {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Incoming {
     /// A data frame's header: feed its `len` bytes of payload to
-    /// [`Connection::payload`]. A zero-length frame is already complete:
-    /// `message_done` says whether it ended the message.
+    /// [`Connection::payload`] (to [`Connection::compressed_payload`] when
+    /// `compressed`, and take the message from
+    /// [`Connection::inflate`]). A zero-length frame is already complete:
+    /// `message_done` says whether it ended the message (never for a
+    /// compressed one, which ends when inflated).
     Data {
         text: bool,
         len: u64,
         message_done: bool,
+        compressed: bool,
     },
     /// A ping: its pong is queued (while our Close is not).
     Ping,
@@ -122,6 +127,9 @@ pub(crate) struct Connection {
     pending_pong: Option<ControlPayload>,
     /// A keep-alive ping waits to go out.
     pending_ping: bool,
+    /// permessage-deflate, once negotiated (boxed: most sockets have none).
+    compression: Option<Box<Compression>>,
+    max_message_size: u64,
 }
 
 impl Connection {
@@ -137,7 +145,16 @@ impl Connection {
             sending: None,
             pending_pong: None,
             pending_ping: false,
+            compression: None,
+            max_message_size: limits.max_message_size,
         }
+    }
+
+    /// permessage-deflate was negotiated: RSV1 marks compressed messages
+    /// both ways.
+    pub(crate) fn enable_compression(&mut self, config: CompressionConfig) {
+        self.decoder.allow_compression();
+        self.compression = Some(Box::new(Compression::new(config, self.max_message_size)));
     }
 
     #[inline]
@@ -173,7 +190,56 @@ impl Connection {
     /// Whether the current message is text (`None` between messages).
     #[inline]
     pub(crate) fn message_is_text(&self) -> Option<bool> {
-        self.decoder.message_is_text()
+        match self.decoder.message_is_text() {
+            Some(text) => Some(text),
+            None => self.compression.as_ref().and_then(|c| c.receiving_text()),
+        }
+    }
+
+    /// Whether the current message is compressed: its payload goes to
+    /// [`compressed_payload`](Self::compressed_payload), and it comes out of
+    /// [`inflate`](Self::inflate).
+    #[inline]
+    pub(crate) fn message_is_compressed(&self) -> bool {
+        self.decoder.message_is_compressed()
+    }
+
+    /// Whether [`inflate`](Self::inflate) can give more of the compressed
+    /// message (or end it) without more payload.
+    #[inline]
+    pub(crate) fn can_inflate(&self) -> bool {
+        self.compression.as_ref().is_some_and(|c| c.can_inflate())
+    }
+
+    /// Unmasks the next `chunk` of a compressed message's payload (at most
+    /// [`remaining`](Self::remaining)) and keeps it for
+    /// [`inflate`](Self::inflate).
+    pub(crate) fn compressed_payload(&mut self, chunk: &mut [u8]) -> Result<(), ProtocolError> {
+        let last = self.decoder.payload(chunk)?;
+        if let Some(compression) = self.compression.as_mut() {
+            compression.input(chunk, last);
+        }
+        Ok(())
+    }
+
+    /// Inflates the compressed message into `out`: the bytes written and
+    /// whether the message ended. The message limit applies to the
+    /// inflated size: past it, this fails having written at most one byte
+    /// beyond it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Compression::inflate`].
+    pub(crate) fn inflate(&mut self, out: &mut [u8]) -> Result<(usize, bool), ProtocolError> {
+        match self.compression.as_mut() {
+            Some(compression) => compression.inflate(out),
+            None => Ok((0, false)),
+        }
+    }
+
+    /// How many more inflated bytes the compressed message may have.
+    pub(crate) fn inflate_allowance(&self) -> u64 {
+        self.compression.as_ref().map_or(0, |c| c.allowance())
     }
 
     /// See [`Decoder::whole_frame`].
@@ -218,10 +284,17 @@ impl Connection {
                 len,
                 message_done,
             } => {
-                let data = Incoming::Data {
-                    text,
-                    len,
-                    message_done,
+                let compressed = self.decoder.message_is_compressed()
+                    || (message_done && self.compression.as_ref().is_some_and(|c| c.receiving()));
+                let data = if compressed {
+                    self.compressed_header(text, len, message_done)
+                } else {
+                    Incoming::Data {
+                        text,
+                        len,
+                        message_done,
+                        compressed: false,
+                    }
                 };
                 return Ok(Some((data, header_len)));
             }
@@ -251,6 +324,26 @@ impl Connection {
             }
         };
         Ok(Some((incoming, header_len + len)))
+    }
+
+    /// A compressed message's frame header: its first starts the inflating;
+    /// an empty last frame ends its input.
+    #[cold]
+    fn compressed_header(&mut self, text: bool, len: u64, message_done: bool) -> Incoming {
+        if let Some(compression) = self.compression.as_mut() {
+            if !compression.receiving() {
+                compression.begin_message(text);
+            }
+            if len == 0 && message_done {
+                compression.input(&[], true);
+            }
+        }
+        Incoming::Data {
+            text,
+            len,
+            message_done: false,
+            compressed: true,
+        }
     }
 
     /// The peer's Close arrived.
@@ -291,8 +384,16 @@ impl Connection {
             Some(_) => OpCode::Continuation,
             None => kind,
         };
+        let first = self.sending.is_none();
         self.sending = if fin { None } else { Some(kind) };
         self.stage_control();
+        if let Some(compression) = self.compression.as_mut() {
+            if compression.compresses(first, fin, payload.len()) {
+                let data = compression.deflate(payload, first, fin);
+                put_compressed_frame(&mut self.out, fin, first, opcode, data);
+                return Ok(Queued::Whole);
+            }
+        }
         if copy {
             put_frame(&mut self.out, fin, opcode, payload);
             Ok(Queued::Whole)

@@ -73,9 +73,15 @@ struct DataFrame {
 #[derive(Clone, Copy, Debug)]
 struct MessageState {
     text: bool,
+    /// RSV1 on its first frame: permessage-deflate data, which the
+    /// connection inflates, counts and validates (RFC 7692 §6).
+    compressed: bool,
     size: u64,
     utf8: Utf8Validator,
 }
+
+/// RSV1 in [`FrameHeader::rsv`]: a compressed message (RFC 7692 §6).
+const RSV1: u8 = 0b100;
 
 /// The server-side receive state machine: validates headers against the
 /// protocol and the limits, unmasks payload in place and validates text as
@@ -83,8 +89,8 @@ struct MessageState {
 #[derive(Debug)]
 pub(crate) struct Decoder {
     limits: Limits,
-    /// RSV bits an extension has claimed (none yet; RSV1 once compression
-    /// is negotiated).
+    /// RSV bits an extension has claimed: RSV1 once permessage-deflate is
+    /// negotiated.
     allowed_rsv: u8,
     frame: Option<DataFrame>,
     message: Option<MessageState>,
@@ -98,6 +104,18 @@ impl Decoder {
             frame: None,
             message: None,
         }
+    }
+
+    /// permessage-deflate was negotiated: RSV1 marks the first frame of a
+    /// compressed message.
+    pub(crate) fn allow_compression(&mut self) {
+        self.allowed_rsv |= RSV1;
+    }
+
+    /// Whether the current message is compressed (false between messages).
+    #[inline]
+    pub(crate) fn message_is_compressed(&self) -> bool {
+        self.message.is_some_and(|m| m.compressed)
     }
 
     /// Payload bytes left in the current data frame (0 between frames).
@@ -129,6 +147,11 @@ impl Decoder {
             return Err(ProtocolError::UnmaskedFrame);
         };
         if header.opcode.is_control() {
+            // No extension defines RSV bits on control frames; compressed
+            // control frames do not exist (RFC 7692 §6.1).
+            if header.rsv != 0 {
+                return Err(ProtocolError::ReservedBits);
+            }
             if !header.fin {
                 return Err(ProtocolError::FragmentedControlFrame);
             }
@@ -145,18 +168,27 @@ impl Decoder {
                 header_len,
             )));
         }
+        let compressed = header.rsv & RSV1 != 0;
         let mut message = match (header.opcode, self.message) {
+            // RSV1 belongs on a compressed message's first frame only
+            // (RFC 7692 §6.1).
+            (OpCode::Continuation, Some(_)) if compressed => {
+                return Err(ProtocolError::ReservedBits);
+            }
             (OpCode::Continuation, Some(message)) => message,
             (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
             (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
             (opcode, None) => MessageState {
                 text: opcode == OpCode::Text,
+                compressed,
                 size: 0,
                 utf8: Utf8Validator::default(),
             },
         };
         message.size = message.size.saturating_add(header.payload_len);
-        if message.size > self.limits.max_message_size {
+        // A compressed message is held to the limit by its inflated size,
+        // counted as it is inflated.
+        if message.size > self.limits.max_message_size && !message.compressed {
             return Err(ProtocolError::MessageTooLarge);
         }
         if header.payload_len > self.limits.max_frame_size {
@@ -203,7 +235,7 @@ impl Decoder {
         debug_assert!(chunk.len() as u64 <= frame.remaining);
         frame.phase = apply_mask(chunk, frame.mask, frame.phase);
         frame.remaining -= chunk.len() as u64;
-        if message.text {
+        if message.text && !message.compressed {
             message
                 .utf8
                 .feed(chunk)
@@ -230,7 +262,10 @@ impl Decoder {
     pub(crate) fn whole_message(&self, len: usize) -> Option<bool> {
         match (self.frame, self.message) {
             (Some(frame), Some(message))
-                if frame.fin && frame.remaining == len as u64 && message.size == len as u64 =>
+                if frame.fin
+                    && frame.remaining == len as u64
+                    && message.size == len as u64
+                    && !message.compressed =>
             {
                 Some(message.text)
             }
@@ -315,7 +350,7 @@ impl Decoder {
 }
 
 fn finish_message(message: &mut MessageState) -> Result<(), ProtocolError> {
-    if message.text {
+    if message.text && !message.compressed {
         message
             .utf8
             .finish()

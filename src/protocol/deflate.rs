@@ -85,7 +85,6 @@ impl Deflater {
 /// The inflating side: client to server.
 pub(crate) struct Inflater {
     inner: Decompress,
-    window_bits: u8,
     /// The client compresses every message from an empty window.
     reset_each_message: bool,
 }
@@ -95,7 +94,6 @@ impl Inflater {
     pub(crate) fn new(window_bits: u8, reset_each_message: bool) -> Inflater {
         Inflater {
             inner: Decompress::new_with_window_bits(false, window_bits),
-            window_bits,
             reset_each_message,
         }
     }
@@ -138,7 +136,8 @@ impl Inflater {
     }
 
     fn restart(&mut self) {
-        self.inner = Decompress::new_with_window_bits(false, self.window_bits);
+        // flate2 keeps the window size across a reset.
+        self.inner.reset(false);
     }
 }
 

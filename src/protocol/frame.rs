@@ -178,6 +178,23 @@ pub(crate) fn put_header(out: &mut BytesMut, fin: bool, opcode: OpCode, len: usi
     out.put_slice(&header[..n]);
 }
 
+/// Appends a whole unmasked server frame of a compressed message
+/// (permessage-deflate): RSV1 is set on its first frame (RFC 7692 §6).
+pub(crate) fn put_compressed_frame(
+    out: &mut BytesMut,
+    fin: bool,
+    first: bool,
+    opcode: OpCode,
+    payload: &[u8],
+) {
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let rsv = if first { 0b100 } else { 0 };
+    let n = encode_header(&mut header, fin, rsv, opcode, None, payload.len() as u64);
+    out.reserve(n + payload.len());
+    out.put_slice(&header[..n]);
+    out.put_slice(payload);
+}
+
 /// Appends a whole unmasked server frame.
 #[inline]
 pub(crate) fn put_frame(out: &mut BytesMut, fin: bool, opcode: OpCode, payload: &[u8]) {

@@ -16,6 +16,9 @@
 //! - `utf8`: incremental, fail-fast UTF-8 validation across fragments.
 //! - `deflate`: permessage-deflate's codec (RFC 7692 §7.2): compressing a
 //!   message without its flush tail, inflating into bounded space.
+//! - `compression`: a connection's permessage-deflate state: the message
+//!   being inflated (bounded, validated) and the codecs, pooled per thread
+//!   without context takeover.
 //! - `decoder`: the receive state machine (fragmentation, control
 //!   frames, limits, UTF-8) that maps every violation to its close code.
 //! - `connection`: [`Connection`], the whole server side of a connection
@@ -25,15 +28,9 @@
 //! Each file depends only on those above it in this list.
 
 pub(crate) mod close;
+pub(crate) mod compression;
 pub(crate) mod connection;
 pub(crate) mod decoder;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "permessage-deflate is not wired to the engine yet"
-    )
-)]
 pub(crate) mod deflate;
 pub(crate) mod error;
 pub(crate) mod frame;
@@ -41,6 +38,7 @@ pub(crate) mod mask;
 pub(crate) mod utf8;
 
 pub use close::CloseCode;
+pub(crate) use compression::CompressionConfig;
 pub use connection::WebSocketState;
 pub(crate) use connection::{Connection, Incoming, Queued, SendRejected};
 pub(crate) use decoder::{Limits, WholeFrame};

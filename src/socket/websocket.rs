@@ -20,7 +20,7 @@ use super::spare;
 use super::transport::Transport;
 use crate::error::{Error, TrySendError};
 use crate::options::{OptionsError, WebSocketOptions};
-use crate::protocol::{CloseCode, Limits};
+use crate::protocol::{CloseCode, CompressionConfig, Limits};
 
 /// A server-side WebSocket connection: the analog of
 /// `System.Net.WebSockets.WebSocket`.
@@ -113,6 +113,10 @@ pub(crate) struct SocketConfig {
     pub(crate) keep_alive_timeout: Option<Duration>,
     pub(crate) max_buffered_amount: usize,
     pub(crate) subprotocol: Option<Box<str>>,
+    /// The `Sec-WebSocket-Extensions` answered, if any.
+    pub(crate) extensions: Option<Box<str>>,
+    /// permessage-deflate, as negotiated.
+    pub(crate) compression: Option<CompressionConfig>,
     /// The request pipeline that accepted the socket, if any.
     pub(crate) pipeline: Option<Arc<PipelineLink>>,
 }
@@ -130,6 +134,8 @@ impl SocketConfig {
             keep_alive_timeout: options.keep_alive_timeout,
             max_buffered_amount: options.max_buffered_amount,
             subprotocol: None,
+            extensions: None,
+            compression: None,
             pipeline: None,
         }
     }
@@ -152,9 +158,11 @@ impl WebSocket {
                 receive_buffer_size: config.receive_buffer_size,
                 close_timeout: config.close_timeout,
                 max_buffered: config.max_buffered_amount,
+                compression: config.compression,
                 pipeline: config.pipeline.as_ref().map_or(0, PipelineLink::id),
             },
             config.subprotocol,
+            config.extensions,
             finished,
         );
         if let Some(pipeline) = &config.pipeline {
@@ -459,6 +467,15 @@ impl WebSocket {
     /// The subprotocol chosen at accept, if any.
     pub fn subprotocol(&self) -> Option<&str> {
         self.writer.subprotocol()
+    }
+
+    /// The `Sec-WebSocket-Extensions` value the server answered with, if
+    /// an extension was negotiated: with
+    /// [`permessage_deflate`](crate::WebSocketOptions::permessage_deflate)
+    /// enabled and offered, for example
+    /// `permessage-deflate; client_max_window_bits=12`.
+    pub fn extensions(&self) -> Option<&str> {
+        self.writer.extensions()
     }
 
     /// Bytes accepted but not yet handed to the transport: frames queued
@@ -824,6 +841,11 @@ impl WebSocketWriter {
     /// See [`WebSocket::subprotocol`].
     pub fn subprotocol(&self) -> Option<&str> {
         self.shared.subprotocol.as_deref()
+    }
+
+    /// See [`WebSocket::extensions`].
+    pub fn extensions(&self) -> Option<&str> {
+        self.shared.extensions.as_deref()
     }
 
     /// See [`WebSocket::buffered_amount`].

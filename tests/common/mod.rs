@@ -95,6 +95,40 @@ pub async fn echo_server(options: WebSocketOptions) -> SocketAddr {
     serve(service).await
 }
 
+/// An echo server over whole messages (`receive_message` /
+/// `send_message`) on 127.0.0.1:0; the peer's Close is answered with its
+/// own status.
+pub async fn message_echo_server(options: WebSocketOptions) -> SocketAddr {
+    let service = ServiceBuilder::new()
+        .layer(WebSocketLayer::new(options).unwrap())
+        .service_fn(|mut req: Request<Incoming>| async move {
+            if let Some(upgrade) = WebSocketUpgrade::from_request(&mut req) {
+                drop(req);
+                if let Ok(mut socket) = upgrade.accept().await {
+                    let _ = message_echo_loop(&mut socket).await;
+                }
+            }
+            Ok::<_, Infallible>(Response::<Body>::default())
+        });
+    serve(service).await
+}
+
+/// Echoes whole messages until the peer's Close, then answers it.
+pub async fn message_echo_loop(socket: &mut WebSocket) -> Result<(), tower_websockets::Error> {
+    loop {
+        match socket.receive_message().await? {
+            tower_websockets::Message::Close(frame) => {
+                let (code, reason) = match frame {
+                    Some(frame) => (Some(frame.code), frame.reason),
+                    None => (None, String::new()),
+                };
+                return socket.close(code, &reason).await;
+            }
+            message => socket.send_message(message).await?,
+        }
+    }
+}
+
 pub async fn echo_handler(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let upgrade = WebSocketUpgrade::from_request(&mut req);
     match (req.uri().path(), upgrade) {

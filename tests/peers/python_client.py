@@ -19,8 +19,13 @@ import os
 import sys
 import traceback
 
+# The ASP.NET echo loop answers a 16 MiB message in 4 KiB pieces: 4,097
+# frames, one more than websockets takes by default. (Read at import.)
+os.environ.setdefault("WEBSOCKETS_MAX_FRAGMENTS", "65536")
+
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 # Each wait is bounded by this; a whole scenario by SCENARIO_TIMEOUT.
 TIMEOUT = 10
@@ -48,12 +53,14 @@ def describe(value):
 
 
 def open_socket(base, path="/ws", **kwargs):
-    # No proxy (the environment's must not apply to loopback), 2 MiB
+    # No proxy (the environment's must not apply to loopback), 17 MiB
     # messages, and no automatic pings to keep the traffic ours alone.
+    # Compression only where a scenario asks for it.
+    kwargs.setdefault("compression", None)
     return connect(
         base + path,
         proxy=None,
-        max_size=2 * MIB,
+        max_size=17 * MIB,
         ping_interval=None,
         open_timeout=TIMEOUT,
         close_timeout=TIMEOUT,
@@ -231,7 +238,61 @@ async def origin(base):
             await close_normally(ws)
 
 
+# permessage-deflate (RFC 7692): the client's offer for each scenario, and
+# the response header the server (default DeflateOptions) must answer with.
+DEFLATE_OFFERS = {
+    "deflate": (
+        dict(client_max_window_bits=True),
+        "permessage-deflate",
+    ),
+    "deflate-no-takeover": (
+        dict(server_no_context_takeover=True, client_no_context_takeover=True),
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+    ),
+    "deflate-small-windows": (
+        dict(server_max_window_bits=9, client_max_window_bits=9),
+        "permessage-deflate; server_max_window_bits=9; client_max_window_bits=9",
+    ),
+}
+
+
+def deflate_scenario(name):
+    params, expected = DEFLATE_OFFERS[name]
+
+    async def run(base):
+        factory = ClientPerMessageDeflateFactory(**params)
+        # The ASP.NET loop echoes a 16 MiB message as 4,096 fragments: no
+        # limit on how many the client queues.
+        async with open_socket(base, extensions=[factory], max_queue=None) as ws:
+            answered = ws.response.headers.get("Sec-WebSocket-Extensions")
+            check(
+                answered == expected,
+                f"{name}: the server answered {answered!r}, expected {expected!r}",
+            )
+            # Every size both ways, text and binary, twice over so that
+            # later messages can refer back to earlier ones.
+            for round in range(2):
+                # 16 MiB once: it is slow through the test build.
+                for size in [0, 1, 125, 64 * 1024, MIB] + ([16 * MIB] if round == 0 else []):
+                    data = b"".join(
+                        b"%d:{'k': %d}," % (i % 97, i % 13) for i in range(size // 8 + 1)
+                    )[:size]
+                    await echo(ws, data, f"{name}: {size}-byte binary, round {round}")
+                    text = ("héllo " * (size // 7 + 1))[:size]
+                    await echo(ws, text, f"{name}: {len(text)}-char text, round {round}")
+            # A fragmented message (websockets compresses it as one
+            # message over several frames).
+            await ws.send(["compressed ", "in ", "fragments " * 1000])
+            got = await recv(ws)
+            want = "compressed in " + "fragments " * 1000
+            check(got == want, f"{name}: fragmented text: got {describe(got)}")
+            await close_normally(ws)
+
+    return run
+
+
 SCENARIOS = {
+    **{name: deflate_scenario(name) for name in DEFLATE_OFFERS},
     "text": text,
     "binary": binary,
     "fragmented": fragmented,

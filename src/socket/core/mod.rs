@@ -52,7 +52,7 @@ use super::pipeline::PipelineMarks;
 use super::read_buffer::ReadBuffer;
 use super::transport::Transport;
 use crate::error::Error;
-use crate::protocol::{CloseCode, Connection, Limits};
+use crate::protocol::{CloseCode, CompressionConfig, Connection, Limits};
 
 /// Where received payload goes.
 pub(crate) enum Target<'a> {
@@ -143,6 +143,8 @@ pub(crate) struct CoreConfig {
     pub(crate) receive_buffer_size: usize,
     pub(crate) close_timeout: Duration,
     pub(crate) max_buffered: usize,
+    /// permessage-deflate, as negotiated.
+    pub(crate) compression: Option<CompressionConfig>,
     /// The accepting pipeline's id, or 0.
     pub(crate) pipeline: usize,
 }
@@ -153,6 +155,7 @@ pub(crate) struct Shared {
     wakers: Arc<Wakers>,
     proxy: Waker,
     pub(crate) subprotocol: Option<Box<str>>,
+    pub(crate) extensions: Option<Box<str>>,
     finished_rx: watch::Receiver<bool>,
     /// Which operations wait inside the request pipeline that accepted
     /// the socket (see `socket::pipeline`).
@@ -165,15 +168,20 @@ impl Shared {
         leftover: &[u8],
         config: CoreConfig,
         subprotocol: Option<Box<str>>,
+        extensions: Option<Box<str>>,
         finished: watch::Sender<bool>,
     ) -> Arc<Shared> {
         let wakers = Arc::new(Wakers::default());
         let proxy = Waker::from(wakers.clone());
         let finished_rx = finished.subscribe();
+        let mut conn = Connection::new(config.limits);
+        if let Some(compression) = config.compression {
+            conn.enable_compression(compression);
+        }
         Arc::new(Shared {
             core: Mutex::new(Core {
                 io: Some(io),
-                conn: Connection::new(config.limits),
+                conn,
                 terminal: None,
                 // Frames the client sent along with its handshake.
                 rbuf: ReadBuffer::from_slice(leftover),
@@ -195,6 +203,7 @@ impl Shared {
             wakers,
             proxy,
             subprotocol,
+            extensions,
             finished_rx,
             pipeline: PipelineMarks::new(config.pipeline),
         })

@@ -38,6 +38,11 @@ pub(super) const SHARE_MIN: usize = 8 * 1024;
 /// large payload does not allocate before the bytes arrive.
 pub(super) const MESSAGE_READ_CHUNK: usize = 256 * 1024;
 
+/// A compressed whole message is inflated into its assembly buffer this
+/// much at a time at first (then half of what it holds, so large messages
+/// take few rounds), never past the message limit.
+const INFLATE_CHUNK: usize = 16 * 1024;
+
 impl Core {
     /// Reads more bytes into the read buffer. When the input has run dry
     /// (the read would block), queued output (coalesced replies, pongs) is
@@ -185,7 +190,33 @@ impl Core {
             }
         }
         loop {
+            if self.conn.can_inflate() {
+                match self.inflate_into(&mut target) {
+                    Ok(Some(result)) => return Poll::Ready(Ok(result)),
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
             let remaining = self.conn.remaining();
+            if remaining > 0 && self.conn.message_is_compressed() {
+                // Compressed payload goes to the inflater, never straight
+                // to the target.
+                if self.rbuf.is_empty() {
+                    ready!(self.poll_fill(cx))?;
+                }
+                let n = self
+                    .rbuf
+                    .len()
+                    .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                if let Err(e) = self
+                    .conn
+                    .compressed_payload(&mut self.rbuf.unread_mut()[..n])
+                {
+                    return Poll::Ready(Err(self.fail(e)));
+                }
+                self.rbuf.consume(n);
+                continue;
+            }
             if remaining > 0 {
                 let text = self.conn.message_is_text() == Some(true);
                 let message_type = if text {
@@ -262,6 +293,7 @@ impl Core {
                     text,
                     len: 0,
                     message_done: true,
+                    ..
                 } => {
                     let message_type = if text {
                         MessageType::Text
@@ -279,6 +311,66 @@ impl Core {
                 } => return Poll::Ready(Ok(self.on_close(status, description))),
             }
         }
+    }
+
+    /// Inflates the compressed message into `target`: `Some` result once
+    /// there is something to report (inflated bytes, or the message's
+    /// end), `None` when the inflater needs more payload. A whole message
+    /// is inflated in chunks that never pass the message limit by more than
+    /// one byte, so a small bomb cannot make it allocate what it claims.
+    #[cold]
+    fn inflate_into(&mut self, target: &mut Target<'_>) -> Result<Option<ReceiveResult>, Error> {
+        let message_type = if self.conn.message_is_text() == Some(true) {
+            MessageType::Text
+        } else {
+            MessageType::Binary
+        };
+        let (count, done) = match target {
+            Target::Slice(buf) => match self.conn.inflate(buf) {
+                Ok(inflated) => inflated,
+                Err(e) => return Err(self.fail(e)),
+            },
+            Target::Message { data, .. } => {
+                let mut count = 0;
+                loop {
+                    let room = INFLATE_CHUNK
+                        .max(data.len() / 2)
+                        .min(usize::try_from(self.conn.inflate_allowance()).unwrap_or(usize::MAX))
+                        + 1;
+                    let start = data.len();
+                    data.resize(start + room, 0);
+                    let inflated = self.conn.inflate(&mut data[start..]);
+                    let (n, done) = match inflated {
+                        Ok(inflated) => inflated,
+                        Err(e) => {
+                            data.truncate(start);
+                            return Err(self.fail(e));
+                        }
+                    };
+                    data.truncate(start + n);
+                    count += n;
+                    if done || n < room {
+                        break (count, done);
+                    }
+                }
+            }
+            Target::Discard => {
+                let mut scratch = [0u8; 4096];
+                let mut count = 0;
+                loop {
+                    match self.conn.inflate(&mut scratch) {
+                        Ok((n, done)) => {
+                            count += n;
+                            if done || n < scratch.len() {
+                                break (count, done);
+                            }
+                        }
+                        Err(e) => return Err(self.fail(e)),
+                    }
+                }
+            }
+        };
+        Ok((count > 0 || done).then(|| data_result(count, message_type, done)))
     }
 
     /// Takes the single-frame message [`Decoder::whole_frame`] found at the
@@ -416,7 +508,7 @@ impl Core {
                 if let Some(frame) = self.conn.whole_frame(self.rbuf.unread()) {
                     return Poll::Ready(self.take_whole_frame(frame));
                 }
-                if self.rbuf.is_empty() && self.conn.remaining() == 0 {
+                if self.rbuf.is_empty() && self.conn.remaining() == 0 && !self.conn.can_inflate() {
                     ready!(self.poll_fill(cx))?;
                     continue;
                 }

@@ -145,8 +145,10 @@ mod tests {
                 receive_buffer_size: config.receive_buffer_size,
                 close_timeout: config.close_timeout,
                 max_buffered: config.max_buffered_amount,
+                compression: None,
                 pipeline: 0,
             },
+            None,
             None,
             watch::channel(false).0,
         )
