@@ -620,7 +620,29 @@ mod tests {
         for piece in wire.chunks(step) {
             buf.extend_from_slice(piece);
             loop {
+                if conn.can_inflate() {
+                    let text = conn.message_is_text() == Some(true);
+                    let mut out = [0u8; 1000];
+                    let (n, done) = conn.inflate(&mut out)?;
+                    message.extend_from_slice(&out[..n]);
+                    if done {
+                        let kind = if text { "text" } else { "binary" };
+                        events.push((kind.to_owned(), std::mem::take(&mut message)));
+                    }
+                    if n > 0 || done {
+                        continue;
+                    }
+                }
                 let remaining = conn.remaining();
+                if remaining > 0 && conn.message_is_compressed() {
+                    if buf.is_empty() {
+                        break;
+                    }
+                    let n = buf.len().min(remaining as usize);
+                    conn.compressed_payload(&mut buf[..n])?;
+                    buf.drain(..n);
+                    continue;
+                }
                 if remaining > 0 {
                     if buf.is_empty() {
                         break;
@@ -848,5 +870,260 @@ mod tests {
                 (a, b) => proptest::prop_assert!(false, "whole {:?} vs cut {:?}", a, b),
             }
         }
+    }
+
+    // ----- permessage-deflate -----
+
+    use crate::protocol::deflate::Deflater;
+
+    fn compressing(config: CompressionConfig, max_message_size: u64) -> Connection {
+        let mut conn = Connection::new(Limits {
+            max_message_size,
+            max_frame_size: max_message_size,
+        });
+        conn.enable_compression(config);
+        conn
+    }
+
+    fn config(takeover: bool) -> CompressionConfig {
+        CompressionConfig {
+            server_window_bits: 15,
+            client_window_bits: 15,
+            server_no_context_takeover: !takeover,
+            client_no_context_takeover: !takeover,
+            level: 6,
+            threshold: 16,
+        }
+    }
+
+    /// A client's compressed message as frames of at most `frame_len`
+    /// compressed bytes, RSV1 on the first.
+    fn compressed_message(
+        deflater: &mut Deflater,
+        opcode: OpCode,
+        payload: &[u8],
+        frame_len: usize,
+    ) -> Vec<u8> {
+        let mut data = BytesMut::new();
+        deflater.compress(payload, true, &mut data);
+        let pieces: Vec<&[u8]> = if data.is_empty() {
+            vec![&[][..]]
+        } else {
+            data.chunks(frame_len).collect()
+        };
+        let mut wire = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            let fin = i + 1 == pieces.len();
+            let (rsv, op) = if i == 0 {
+                (0b100, opcode)
+            } else {
+                (0, OpCode::Continuation)
+            };
+            wire.extend(frame(fin, rsv, op, piece));
+        }
+        wire
+    }
+
+    #[test]
+    fn compressed_messages_arrive_inflated_whole_and_in_pieces() {
+        for takeover in [true, false] {
+            let mut deflater = Deflater::new(6, 15, !takeover);
+            let mut wire = Vec::new();
+            let mut expected = Vec::new();
+            for (i, len) in [0usize, 1, 125, 5000, 70_000].into_iter().enumerate() {
+                let text = "κόσμε ".repeat(len / 11 + 1)[..].to_owned();
+                let text = &text[..text.char_indices().nth(len / 2).map_or(text.len(), |c| c.0)];
+                let binary: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                wire.extend(compressed_message(
+                    &mut deflater,
+                    OpCode::Text,
+                    text.as_bytes(),
+                    3 + i * 50,
+                ));
+                // An uncompressed message in between, and a ping inside.
+                wire.extend(client_frame(true, OpCode::Binary, b"plain"));
+                wire.extend(compressed_message(
+                    &mut deflater,
+                    OpCode::Binary,
+                    &binary,
+                    7000,
+                ));
+                expected.push(("text".to_owned(), text.as_bytes().to_vec()));
+                expected.push(("binary".to_owned(), b"plain".to_vec()));
+                expected.push(("binary".to_owned(), binary));
+            }
+            for step in [1, 7, 4096, wire.len()] {
+                let mut conn = compressing(config(takeover), 1 << 20);
+                assert_eq!(
+                    receive_all(&mut conn, &wire, step).as_deref(),
+                    Ok(&expected[..]),
+                    "takeover {takeover}, step {step}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rsv1_belongs_on_the_first_frame_of_a_negotiated_message_only() {
+        let mut deflater = Deflater::new(6, 15, true);
+        let mut data = BytesMut::new();
+        deflater.compress(b"hello hello hello", true, &mut data);
+        let cases: [(&str, Vec<u8>, bool); 4] = [
+            (
+                "on a continuation",
+                {
+                    let mut wire = frame(false, 0b100, OpCode::Text, &data[..2]);
+                    wire.extend(frame(true, 0b100, OpCode::Continuation, &data[2..]));
+                    wire
+                },
+                true,
+            ),
+            ("on a ping", frame(true, 0b100, OpCode::Ping, b""), true),
+            (
+                "on a close",
+                frame(true, 0b100, OpCode::Close, &[0x03, 0xe8]),
+                true,
+            ),
+            (
+                "not negotiated",
+                frame(true, 0b100, OpCode::Text, &data),
+                false,
+            ),
+        ];
+        for (name, wire, negotiated) in cases {
+            let mut conn = if negotiated {
+                compressing(config(false), 1 << 20)
+            } else {
+                Connection::new(limits())
+            };
+            assert_eq!(
+                receive_all(&mut conn, &wire, wire.len()),
+                Err(ProtocolError::ReservedBits),
+                "RSV1 {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_message_limit_holds_for_the_inflated_size() {
+        // 16 MiB of zeros in about 16 KiB.
+        let zeros = vec![0u8; 16 << 20];
+        let mut deflater = Deflater::new(9, 15, true);
+        let wire = compressed_message(&mut deflater, OpCode::Binary, &zeros, 1 << 20);
+        assert!(wire.len() < 32 * 1024);
+        let mut conn = compressing(config(false), 1 << 20);
+        let mut buf = wire.clone();
+        let (_, used) = conn.receive_header(&mut buf).unwrap().unwrap();
+        let rest = &mut buf[used..];
+        conn.compressed_payload(rest).unwrap();
+        let mut written = 0;
+        let mut out = vec![0u8; 64 * 1024];
+        let error = loop {
+            match conn.inflate(&mut out) {
+                Ok((n, done)) => {
+                    assert!(!done, "a 16 MiB message passed a 1 MiB limit");
+                    written += n;
+                }
+                Err(error) => break error,
+            }
+        };
+        assert_eq!(error, ProtocolError::MessageTooLarge);
+        assert_eq!(error.close_code(), CloseCode::MESSAGE_TOO_BIG);
+        // Never more than one byte past the limit was inflated.
+        assert!(written <= 1 << 20, "{written}");
+    }
+
+    #[test]
+    fn bad_compressed_data_and_bad_inflated_text_fail() {
+        let mut conn = compressing(config(false), 1 << 20);
+        let wire = frame(true, 0b100, OpCode::Binary, &[0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            receive_all(&mut conn, &wire, wire.len()),
+            Err(ProtocolError::InvalidCompressedData)
+        );
+        let mut deflater = Deflater::new(6, 15, true);
+        let mut conn = compressing(config(false), 1 << 20);
+        let wire = compressed_message(&mut deflater, OpCode::Text, b"ok \xff\xfe not utf-8", 1000);
+        assert_eq!(
+            receive_all(&mut conn, &wire, 5),
+            Err(ProtocolError::InvalidUtf8)
+        );
+    }
+
+    /// What the server sends, inflated back: (first frame had RSV1,
+    /// opcode of the first frame, the message).
+    fn inflate_server_message(
+        wire: &[u8],
+        takeover_inflater: &mut crate::protocol::deflate::Inflater,
+    ) -> (bool, u8, Vec<u8>) {
+        let mut rest = wire;
+        let mut first = None;
+        let mut data = Vec::new();
+        loop {
+            let (header, n) = crate::protocol::frame::FrameHeader::parse(rest)
+                .unwrap()
+                .unwrap();
+            let len = header.payload_len as usize;
+            first.get_or_insert((header.rsv == 0b100, header.opcode.as_u8()));
+            data.extend_from_slice(&rest[n..n + len]);
+            rest = &rest[n + len..];
+            if header.fin {
+                break;
+            }
+        }
+        let (compressed, opcode) = first.unwrap();
+        if !compressed {
+            return (false, opcode, data);
+        }
+        data.extend_from_slice(&crate::protocol::deflate::TAIL);
+        let mut out = vec![0u8; 1 << 20];
+        let (consumed, produced) = takeover_inflater.inflate(&data, &mut out).unwrap();
+        assert_eq!(consumed, data.len());
+        out.truncate(produced);
+        (true, opcode, out)
+    }
+
+    #[test]
+    fn sent_messages_are_compressed_from_the_threshold_and_fragments_always() {
+        let mut conn = compressing(config(true), 1 << 20);
+        let mut inflater = crate::protocol::deflate::Inflater::new(15, false);
+        let long = "a fairly repetitive message, ".repeat(20);
+        // Under the threshold: plain.
+        conn.queue_data(b"short", true, true, true).unwrap();
+        assert_eq!(
+            inflate_server_message(&conn.take_output(), &mut inflater),
+            (false, 0x1, b"short".to_vec())
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                conn.queue_data(long.as_bytes(), true, true, false),
+                Ok(Queued::Whole)
+            );
+            let wire = conn.take_output();
+            assert!(wire.len() < long.len() / 2, "{} bytes", wire.len());
+            assert_eq!(
+                inflate_server_message(&wire, &mut inflater),
+                (true, 0x1, long.as_bytes().to_vec())
+            );
+        }
+        // A fragmented message: RSV1 on its first frame only.
+        conn.queue_data(b"ab", false, false, true).unwrap();
+        conn.queue_data(b"", false, false, true).unwrap();
+        conn.queue_data(b"cd", false, true, true).unwrap();
+        let wire = conn.take_output();
+        let mut rest = &wire[..];
+        let mut rsv = Vec::new();
+        while !rest.is_empty() {
+            let (header, n) = crate::protocol::frame::FrameHeader::parse(rest)
+                .unwrap()
+                .unwrap();
+            rsv.push(header.rsv);
+            rest = &rest[n + header.payload_len as usize..];
+        }
+        assert_eq!(rsv, [0b100, 0, 0]);
+        assert_eq!(
+            inflate_server_message(&wire, &mut inflater),
+            (true, 0x2, b"abcd".to_vec())
+        );
     }
 }
