@@ -87,13 +87,20 @@ async fn python_websockets_client_interoperates() {
 /// compressed message) and the whole-message echo.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_websockets_client_interoperates_with_compression() {
-    let version = match installed_version(&PYTHON).await {
+    run_deflate_scenarios(&PYTHON).await;
+}
+
+/// The same against Node's `ws` with `perMessageDeflate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_ws_client_interoperates_with_compression() {
+    run_deflate_scenarios(&NODE).await;
+}
+
+async fn run_deflate_scenarios(peer: &Peer) {
+    let version = match installed_version(peer).await {
         Ok(version) => version,
         Err(why) => {
-            return skip(
-                REQUIRE_ENV,
-                &format!("{} is not available: {why}", PYTHON.name),
-            );
+            return skip(REQUIRE_ENV, &format!("{} is not available: {why}", peer.name));
         }
     };
     let options = WebSocketOptions::default()
@@ -106,7 +113,7 @@ async fn python_websockets_client_interoperates_with_compression() {
     let mut failures = Vec::new();
     for (server, addr) in servers {
         for scenario in DEFLATE_SCENARIOS {
-            if let Err(failure) = run_scenario(&PYTHON, addr, scenario).await {
+            if let Err(failure) = run_scenario(peer, addr, scenario).await {
                 failures.push(format!(
                     "--- {scenario:?} against {server} failed: {failure}"
                 ));
@@ -116,7 +123,7 @@ async fn python_websockets_client_interoperates_with_compression() {
     assert!(
         failures.is_empty(),
         "{} ({version}): {}",
-        PYTHON.name,
+        peer.name,
         failures.join("\n")
     );
 }

@@ -52,8 +52,17 @@ function bounded(promise, what, ms = TIMEOUT_MS) {
  */
 class Client {
   static async open(base, path = "/ws", protocols = [], options = {}) {
-    const ws = new WebSocket(base + path, protocols, { maxPayload: 2 * MIB, ...options });
+    // Compression only where a scenario asks for it (ws offers it by
+    // default).
+    const ws = new WebSocket(base + path, protocols, {
+      maxPayload: 17 * MIB,
+      perMessageDeflate: false,
+      ...options,
+    });
     const client = new Client(ws);
+    ws.once("upgrade", (res) => {
+      client.extensionsHeader = res.headers["sec-websocket-extensions"];
+    });
     await bounded(
       new Promise((resolve, reject) => {
         ws.once("open", resolve);
@@ -142,7 +151,56 @@ class Client {
   }
 }
 
+// permessage-deflate (RFC 7692): the client's offer for each scenario, and
+// the response header the server (default DeflateOptions) must answer with.
+const DEFLATE_OFFERS = {
+  deflate: [{ clientMaxWindowBits: true }, "permessage-deflate"],
+  "deflate-no-takeover": [
+    { serverNoContextTakeover: true, clientNoContextTakeover: true },
+    "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+  ],
+  "deflate-small-windows": [
+    { serverMaxWindowBits: 9, clientMaxWindowBits: 9 },
+    "permessage-deflate; server_max_window_bits=9; client_max_window_bits=9",
+  ],
+};
+
+function deflateScenario(name) {
+  const [offer, expected] = DEFLATE_OFFERS[name];
+  return async (base) => {
+    // threshold 0: the client compresses every message, even empty ones.
+    const client = await Client.open(base, "/ws", [], {
+      perMessageDeflate: { ...offer, threshold: 0 },
+    });
+    // (`ws.extensions` names the extensions only; the header has the
+    // parameters.)
+    const answered = client.extensionsHeader;
+    check(answered === expected, `${name}: the server answered ${JSON.stringify(answered)}, expected ${JSON.stringify(expected)}`);
+    for (let round = 0; round < 2; round++) {
+      // 16 MiB once: it is slow through the test build.
+      const sizes = [0, 1, 125, 64 * 1024, MIB].concat(round === 0 ? [16 * MIB] : []);
+      for (const size of sizes) {
+        const binary = Buffer.alloc(size);
+        for (let i = 0; i < size; i++) {
+          binary[i] = (i % 97) ^ ((i >> 10) & 0x0f);
+        }
+        await client.echo(binary, `${name}: ${size}-byte binary, round ${round}`);
+        // "héllo " is 7 bytes in UTF-8: at most `size` bytes.
+        const text = "héllo ".repeat(Math.floor(size / 7)) + "x".repeat(size % 7);
+        await client.echo(text, `${name}: ${text.length}-char text, round ${round}`);
+      }
+    }
+    // A fragmented message: ws compresses it as one message over frames.
+    await client.send("compressed ", { fin: false });
+    await client.send("in ", { fin: false });
+    await client.send("fragments ".repeat(1000), { fin: true });
+    await client.expectMessage("compressed in " + "fragments ".repeat(1000), `${name}: fragmented text`);
+    await client.closeNormally();
+  };
+}
+
 const scenarios = {
+  ...Object.fromEntries(Object.keys(DEFLATE_OFFERS).map((name) => [name, deflateScenario(name)])),
   async text(base) {
     const client = await Client.open(base);
     await client.echo("hello", "short text");
