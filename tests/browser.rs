@@ -27,6 +27,23 @@ const PAGE_SCRIPT: &str = "tests/peers/browser_echo_page.mjs";
 
 #[tokio::test]
 async fn echo_page_works_in_headless_chromium() {
+    run_page(&[], "browser-echo.png", None).await;
+}
+
+/// With `--deflate` Chromium's permessage-deflate offer is accepted, the
+/// page shows it, and every echo (up to 64 KiB, in compressed 4 KiB
+/// fragments) goes through it.
+#[tokio::test]
+async fn echo_page_works_in_headless_chromium_with_compression() {
+    run_page(
+        &["--deflate"],
+        "browser-echo-deflate.png",
+        Some("permessage-deflate"),
+    )
+    .await;
+}
+
+async fn run_page(args: &[&str], screenshot: &str, extensions: Option<&str>) {
     let versions = match browser_versions().await {
         Ok(versions) => versions,
         Err(why) => return skip(REQUIRE_ENV, &format!("browser test: {why}")),
@@ -34,16 +51,19 @@ async fn echo_page_works_in_headless_chromium() {
     note(&format!("browser test: using {versions}"));
 
     let echo = echo_example().await;
-    let mut server = EchoServer::start(&echo, &[]).await;
+    let mut server = EchoServer::start(&echo, args).await;
 
     let url = format!("http://{}/", server.addr);
-    let screenshot = target_dir().join("browser-echo.png");
+    let screenshot = target_dir().join(screenshot);
     let mut command = Command::new("node");
     command
         .arg(PAGE_SCRIPT)
         .arg(&url)
         .arg(&screenshot)
         .env("CHROMIUM", chromium());
+    if let Some(extensions) = extensions {
+        command.arg(extensions);
+    }
     let output = run(command).await.unwrap_or_else(|why| panic!("{why}"));
 
     // The server must have outlived the whole session.
@@ -64,7 +84,7 @@ async fn echo_page_works_in_headless_chromium() {
     );
     note(&format!(
         "browser test: screenshots in {}",
-        screenshot.with_file_name("browser-echo*.png").display()
+        screenshot.display()
     ));
     server.stop().await;
 }

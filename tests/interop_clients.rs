@@ -100,7 +100,10 @@ async fn run_deflate_scenarios(peer: &Peer) {
     let version = match installed_version(peer).await {
         Ok(version) => version,
         Err(why) => {
-            return skip(REQUIRE_ENV, &format!("{} is not available: {why}", peer.name));
+            return skip(
+                REQUIRE_ENV,
+                &format!("{} is not available: {why}", peer.name),
+            );
         }
     };
     let options = WebSocketOptions::default()

@@ -1,5 +1,5 @@
-//! The sample's command line: `--addr`, `--threads`, `--mode` and
-//! `--handshake-timeout`.
+//! The sample's command line: `--addr`, `--threads`, `--mode`,
+//! `--handshake-timeout` and `--deflate`.
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ const DEFAULT_ADDR: &str = "127.0.0.1:5000";
 
 pub(crate) const USAGE: &str = "\
 usage: echo [--addr HOST:PORT] [--threads N] [--mode aspnet|message]
-            [--handshake-timeout SECONDS]
+            [--handshake-timeout SECONDS] [--deflate]
 
   --addr HOST:PORT  address to listen on (default 127.0.0.1:5000)
   --threads N       tokio worker threads (default: one per CPU core)
@@ -16,7 +16,9 @@ usage: echo [--addr HOST:PORT] [--threads N] [--mode aspnet|message]
   --mode message    echo whole messages (receive_message / send_message)
   --handshake-timeout SECONDS
                     how long a new connection may take to send its first
-                    request's headers (default 10; decimals allowed)";
+                    request's headers (default 10; decimals allowed)
+  --deflate         accept permessage-deflate (RFC 7692) when the client
+                    offers it (off by default: see DeflateOptions)";
 
 /// The command line.
 pub(crate) struct Args {
@@ -24,6 +26,7 @@ pub(crate) struct Args {
     pub(crate) threads: Option<usize>,
     pub(crate) mode: Mode,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) deflate: bool,
 }
 
 /// How `/ws` echoes.
@@ -43,6 +46,7 @@ impl Args {
             threads: None,
             mode: Mode::AspNet,
             handshake_timeout: super::common::HANDSHAKE_TIMEOUT,
+            deflate: false,
         };
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -82,6 +86,7 @@ impl Args {
                         }
                     }
                 }
+                "--deflate" => parsed.deflate = true,
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unknown argument {other:?}")),
             }

@@ -7,6 +7,9 @@
 //! same way), until the client's Close arrives, then close with the
 //! client's status.
 //!
+//! With `--deflate` it accepts permessage-deflate (RFC 7692) from clients
+//! that offer it, as browsers do; the page shows the negotiated extension.
+//!
 //! With `--mode message` it echoes whole messages instead
 //! (`receive_message` / `send_message`), the way the benchmark suite's
 //! peer servers do; fragmented messages then come back as one frame. (The
@@ -64,8 +67,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
 use tower_websockets::{
-    CloseCode, Error, Message, MessageType, WebSocket, WebSocketLayer, WebSocketOptions,
-    WebSocketUpgrade,
+    CloseCode, DeflateOptions, Error, Message, MessageType, WebSocket, WebSocketLayer,
+    WebSocketOptions, WebSocketUpgrade,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -107,7 +110,7 @@ fn main() -> ExitCode {
     let result = runtime
         .build()
         .map_err(Into::into)
-        .and_then(|runtime| runtime.block_on(serve(&args.addr, args.mode, args.handshake_timeout)));
+        .and_then(|runtime| runtime.block_on(serve(&args)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -118,7 +121,12 @@ fn main() -> ExitCode {
 }
 
 /// Accepts connections until Ctrl-C, then shuts down gracefully.
-async fn serve(addr: &str, mode: Mode, handshake: Duration) -> Result<(), Box<dyn StdError>> {
+async fn serve(args: &Args) -> Result<(), Box<dyn StdError>> {
+    let (addr, mode, handshake) = (args.addr.as_str(), args.mode, args.handshake_timeout);
+    let mut options = WebSocketOptions::default();
+    if args.deflate {
+        options = options.permessage_deflate(Some(DeflateOptions::default()));
+    }
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -128,7 +136,7 @@ async fn serve(addr: &str, mode: Mode, handshake: Duration) -> Result<(), Box<dy
     let watcher = shutdown.watcher();
     // `app.UseWebSockets()` followed by the sample's request handling.
     let app = ServiceBuilder::new()
-        .layer(WebSocketLayer::new(WebSocketOptions::default())?)
+        .layer(WebSocketLayer::new(options)?)
         .service_fn(move |req| route(req, mode, watcher.clone()));
 
     let ctrl_c = ctrl_c();

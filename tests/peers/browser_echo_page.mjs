@@ -110,7 +110,7 @@ async function sendAndExpectEcho(page, message, what) {
   check(sent.length === 1, `${what}: expected one "Client -> Server" row with the message, found ${sent.length}`);
 }
 
-async function drive(page, url) {
+async function drive(page, url, extensions) {
   const response = await page.goto(url, { timeout: WAIT_MS });
   check(response && response.ok(), `GET ${url}: HTTP ${response && response.status()}`);
   const title = await page.title();
@@ -122,6 +122,10 @@ async function drive(page, url) {
   await page.click("#connectButton", { timeout: WAIT_MS });
   await waitForState(page, "Open");
   await waitForLogEvent(page, "Connection opened");
+  if (extensions) {
+    // Chromium offers permessage-deflate; the page logs what was agreed.
+    await waitForLogEvent(page, `Extensions: ${extensions}`);
+  }
 
   await sendAndExpectEcho(page, "Hello from Chromium", "plain message");
 
@@ -147,9 +151,9 @@ async function drive(page, url) {
 }
 
 async function main() {
-  const [url, screenshot] = process.argv.slice(2);
-  if (process.argv.length !== 4) {
-    console.error("usage: browser_echo_page.mjs PAGE_URL SCREENSHOT.png");
+  const [url, screenshot, extensions] = process.argv.slice(2);
+  if (process.argv.length !== 4 && process.argv.length !== 5) {
+    console.error("usage: browser_echo_page.mjs PAGE_URL SCREENSHOT.png [EXPECTED_EXTENSIONS]");
     return 2;
   }
   // Leave no screenshot of an earlier run to be mistaken for this one's.
@@ -186,7 +190,7 @@ async function main() {
       const deadline = new Promise((_, reject) => {
         timer = setTimeout(() => reject(new Failure(`the session took over ${SESSION_MS} ms`)), SESSION_MS);
       });
-      await Promise.race([drive(page, url), deadline]).finally(() => clearTimeout(timer));
+      await Promise.race([drive(page, url, extensions), deadline]).finally(() => clearTimeout(timer));
       check(problems.length === 0, `the page misbehaved: ${problems.join("; ")}`);
     } catch (error) {
       await page.screenshot({ path: `${base}-failure.png`, fullPage: true, timeout: WAIT_MS }).catch(() => {});
