@@ -103,6 +103,7 @@
 //! | --- | --- |
 //! | one frame | [`max_frame_size`](WebSocketOptions::max_frame_size), 16 MiB, refused (1009) from its header |
 //! | a whole message ([`WebSocket::receive_message`], the `Stream`) | [`max_message_size`](WebSocketOptions::max_message_size), 64 MiB, refused (1009) from the header that passes it; the buffer API ([`WebSocket::receive`]) assembles nothing |
+//! | a compressed message ([`permessage_deflate`](WebSocketOptions::permessage_deflate)) | the same limit on its inflated size, checked while inflating (1009 having inflated at most one byte past it); its compressed input waits in at most one read's worth (64 KiB) |
 //! | the read buffer | [`receive_buffer_size`](WebSocketOptions::receive_buffer_size) (4 KiB), doubling while reads fill it, to 64 KiB (or the receive buffer size, if larger); none while idle. Input the application has not received: at most 1 MiB more, read by the keep-alive check |
 //! | control frames to send | one pong (the latest ping's answer, RFC 6455 §5.5.3), one keep-alive ping, our Close: 3 × 127 bytes |
 //! | the send queue ([`WebSocket::buffered_amount`]): sends, coalesced replies, the `Sink` | [`max_buffered_amount`](WebSocketOptions::max_buffered_amount), 64 KiB, or one message larger than it; sends wait past it, [`WebSocket::try_send_message`] fails, and the socket stops reading until the peer has read it |
