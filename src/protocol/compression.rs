@@ -19,6 +19,10 @@ use super::utf8::Utf8Validator;
 /// Codecs a thread keeps for sockets without context takeover.
 const POOL_SIZE: usize = 4;
 
+/// A socket keeps its frame-building buffer between messages only up to
+/// this size, so an idle socket does not hold its largest message.
+const SCRATCH_KEEP: usize = 16 * 1024;
+
 thread_local! {
     static DEFLATERS: RefCell<Vec<(u32, u8, Deflater)>> = const { RefCell::new(Vec::new()) };
     static INFLATERS: RefCell<Vec<(u8, Inflater)>> = const { RefCell::new(Vec::new()) };
@@ -262,6 +266,14 @@ impl Compression {
             self.deflater = Some(deflater);
         }
         &self.scratch
+    }
+
+    /// The frame built by [`deflate`](Self::deflate) was copied out: an
+    /// idle socket does not keep a large buffer for it.
+    pub(crate) fn release_scratch(&mut self) {
+        if self.scratch.capacity() > SCRATCH_KEEP {
+            self.scratch = BytesMut::new();
+        }
     }
 
     fn take_deflater(&self) -> Deflater {

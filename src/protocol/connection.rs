@@ -391,6 +391,7 @@ impl Connection {
             if compression.compresses(first, fin, payload.len()) {
                 let data = compression.deflate(payload, first, fin);
                 put_compressed_frame(&mut self.out, fin, first, opcode, data);
+                compression.release_scratch();
                 return Ok(Queued::Whole);
             }
         }
