@@ -81,5 +81,59 @@ for name in "${SERVERS[@]}"; do
     stop_server
 done
 
+# permessage-deflate: bench/deflate's Node client against tower-websockets
+# and Node's ws server, every mode, a fraction of a second each (the echoes
+# are checked; no timing is asserted). Needs Node's ws from tests/peers.
+deflate_runs=(
+    "tower-websockets --deflate|"
+    "tower-websockets --deflate-no-takeover|--no-takeover"
+    "node-ws|"
+    "node-ws --no-takeover|--no-takeover"
+)
+for entry in "${deflate_runs[@]}"; do
+    server_spec=${entry%%|*}
+    client_flags=${entry#*|}
+    port=$(free_port)
+    log="$LOG_DIR/deflate.log"
+    read -r -a server_words <<< "$server_spec"
+    case "${server_words[0]}" in
+        tower-websockets)
+            "$BIN/tower-websockets" --addr "127.0.0.1:$port" --threads 2 "${server_words[@]:1}" >"$log" 2>&1 &
+            ;;
+        node-ws)
+            node bench/deflate/server.mjs --port "$port" "${server_words[@]:1}" >"$log" 2>&1 &
+            ;;
+    esac
+    server_pid=$!
+    if ! wait_for_port "$port"; then
+        echo "FAIL deflate $server_spec: server did not start" >&2
+        cat "$log" >&2
+        stop_server
+        failures=$((failures + 1))
+        continue
+    fi
+    for size in 1024 65536; do
+        # shellcheck disable=SC2086 # the client flags are meant to split
+        if out=$(timeout 60 node bench/deflate/load.mjs --url "ws://127.0.0.1:$port/ws" \
+            --server-pid "$server_pid" --size "$size" --connections 2 --duration 0.3 --warmup 0.1 \
+            $client_flags) && [[ "$out" == *'"errors":0'* && "$out" == *'"extensions":"permessage-deflate'* ]]; then
+            echo "ok   deflate $server_spec: $size bytes $client_flags"
+            passed=$((passed + 1))
+        else
+            echo "FAIL deflate $server_spec: $size bytes $client_flags: $out" >&2
+            failures=$((failures + 1))
+        fi
+    done
+    stop_server
+done
+if out=$("$BIN/deflate-limit" /dev/stdin --count 10 < <(node bench/deflate/load.mjs --dump /dev/stdout --size 1024)) \
+    && [[ "$out" == *codec_us_per_msg* ]]; then
+    echo "ok   deflate-limit"
+    passed=$((passed + 1))
+else
+    echo "FAIL deflate-limit: $out" >&2
+    failures=$((failures + 1))
+fi
+
 echo "$passed passed, $failures failed"
 [[ $failures -eq 0 && $passed -gt 0 ]]

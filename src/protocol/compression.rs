@@ -133,6 +133,11 @@ impl Compression {
         self.receiving.as_ref().map(|r| r.text)
     }
 
+    /// Compressed bytes waiting to be inflated.
+    pub(crate) fn pending(&self) -> usize {
+        self.receiving.as_ref().map_or(0, |r| r.pending.len())
+    }
+
     /// How many more inflated bytes the message may have before it passes
     /// the message limit.
     pub(crate) fn allowance(&self) -> u64 {

@@ -237,6 +237,11 @@ impl Connection {
         }
     }
 
+    /// Compressed bytes of the message waiting to be inflated.
+    pub(crate) fn inflate_pending(&self) -> usize {
+        self.compression.as_ref().map_or(0, |c| c.pending())
+    }
+
     /// How many more inflated bytes the compressed message may have.
     pub(crate) fn inflate_allowance(&self) -> u64 {
         self.compression.as_ref().map_or(0, |c| c.allowance())

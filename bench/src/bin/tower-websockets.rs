@@ -36,7 +36,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
 use tower_websockets::{
-    Error, Message, MessageType, WebSocket, WebSocketLayer, WebSocketOptions, WebSocketUpgrade,
+    DeflateOptions, Error, Message, MessageType, WebSocket, WebSocketLayer, WebSocketOptions,
+    WebSocketUpgrade,
 };
 
 const NAME: &str = "tower-websockets";
@@ -58,30 +59,42 @@ enum Mode {
 fn main() -> ExitCode {
     // Set while the command line is parsed, read once it has been.
     let mode = Cell::new(Mode::Message);
+    let deflate = Cell::new(None);
     tower_websockets_bench::run_server_with(
         NAME,
-        " [--mode message|aspnet]",
+        " [--mode message|aspnet] [--deflate | --deflate-no-takeover]",
         |flag, rest| {
-            if flag != "--mode" {
-                return Ok(false);
+            match flag {
+                "--mode" => {
+                    mode.set(match rest.next().as_deref() {
+                        Some("message") => Mode::Message,
+                        Some("aspnet") => Mode::AspNet,
+                        _ => return Err("--mode needs a value: message or aspnet".to_owned()),
+                    });
+                }
+                // permessage-deflate for clients that offer it, with
+                // context takeover or without (both ways).
+                "--deflate" => deflate.set(Some(DeflateOptions::default())),
+                "--deflate-no-takeover" => deflate.set(Some(
+                    DeflateOptions::default()
+                        .server_no_context_takeover(true)
+                        .client_no_context_takeover(true),
+                )),
+                _ => return Ok(false),
             }
-            mode.set(match rest.next().as_deref() {
-                Some("message") => Mode::Message,
-                Some("aspnet") => Mode::AspNet,
-                _ => return Err("--mode needs a value: message or aspnet".to_owned()),
-            });
             Ok(true)
         },
-        |addr| serve(addr, mode.get()),
+        |addr| serve(addr, mode.get(), deflate.get()),
     )
 }
 
-async fn serve(addr: String, mode: Mode) -> io::Result<()> {
+async fn serve(addr: String, mode: Mode, deflate: Option<DeflateOptions>) -> io::Result<()> {
     let listener = TcpListener::bind(&addr).await?;
     // As `examples/echo` prints it.
     println!("Listening on http://{}", listener.local_addr()?);
+    let options = WebSocketOptions::default().permessage_deflate(deflate);
     let app = ServiceBuilder::new()
-        .layer(WebSocketLayer::new(WebSocketOptions::default()).map_err(io::Error::other)?)
+        .layer(WebSocketLayer::new(options).map_err(io::Error::other)?)
         .service_fn(move |req| route(req, mode));
     loop {
         match listener.accept().await {

@@ -38,10 +38,12 @@ pub(super) const SHARE_MIN: usize = 8 * 1024;
 /// large payload does not allocate before the bytes arrive.
 pub(super) const MESSAGE_READ_CHUNK: usize = 256 * 1024;
 
-/// A compressed whole message is inflated into its assembly buffer this
-/// much at a time at first (then half of what it holds, so large messages
-/// take few rounds), never past the message limit.
-const INFLATE_CHUNK: usize = 16 * 1024;
+/// A compressed whole message is inflated into its assembly buffer in
+/// rounds of eight times the compressed input waiting, between these
+/// bounds (then half of what it holds, so large messages take few
+/// rounds), never past the message limit.
+const INFLATE_MIN: usize = 1024;
+const INFLATE_CHUNK: usize = 64 * 1024;
 
 impl Core {
     /// Reads more bytes into the read buffer. When the input has run dry
@@ -333,7 +335,12 @@ impl Core {
             Target::Message { data, .. } => {
                 let mut count = 0;
                 loop {
-                    let room = INFLATE_CHUNK
+                    // Room for what the pending input likely inflates to
+                    // (text and JSON: 2-10 times), growing with the
+                    // message, within the limit.
+                    let guess = self.conn.inflate_pending().saturating_mul(8);
+                    let room = guess
+                        .clamp(INFLATE_MIN, INFLATE_CHUNK)
                         .max(data.len() / 2)
                         .min(usize::try_from(self.conn.inflate_allowance()).unwrap_or(usize::MAX))
                         + 1;
