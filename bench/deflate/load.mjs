@@ -2,7 +2,7 @@
 //
 //     node bench/deflate/load.mjs --url ws://127.0.0.1:PORT/ws --server-pid PID
 //         [--connections 16] [--size 1024] [--duration 3] [--warmup 1]
-//         [--no-takeover] [--no-deflate]
+//         [--no-takeover] [--no-deflate] [--rate MSGS_PER_S]
 //
 // Each connection sends a JSON text of about --size bytes (repetitive, as
 // API payloads are, with a counter that changes every message), waits for
@@ -10,7 +10,9 @@
 // --duration seconds: echoed messages, the server's CPU time (utime +
 // stime from /proc/PID/stat at the window's start and end) and the bytes
 // on the wire both ways (the TCP sockets' byte counts). Prints one JSON
-// line. Loopback only; every run is bounded by its duration.
+// line. Loopback only; every run is bounded by its duration. `--rate`
+// spaces each connection's messages so that all together send at most that
+// many per second (to measure a server at another server's pace).
 
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -30,6 +32,7 @@ const duration = Number(flag("--duration", "3"));
 const warmup = Number(flag("--warmup", "1"));
 const noTakeover = process.argv.includes("--no-takeover");
 const deflate = !process.argv.includes("--no-deflate");
+const rate = Number(flag("--rate", "0"));
 if (!process.argv.includes("--dump") && (!url || !Number.isInteger(pid))) {
   console.error("usage: load.mjs --url URL --server-pid PID [...]");
   process.exit(2);
@@ -97,7 +100,17 @@ function open() {
 
 async function loop(ws, id) {
   let n = id * 1_000_000;
+  // With --rate: this connection's share, one message every `interval` ms.
+  const interval = rate > 0 ? (connections * 1000) / rate : 0;
+  let due = performance.now();
   while (!stopped) {
+    if (interval > 0) {
+      due += interval;
+      const wait = due - performance.now();
+      if (wait > 0) {
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
     const message = payload(n++);
     const echoed = await new Promise((resolve) => {
       ws.once("message", (data) => resolve(data.toString()));

@@ -16,9 +16,12 @@ message) and each mode (context takeover, none), in every round:
   compressing everything): the server's CPU µs per echoed message and the
   bytes on the wire per message, both ways;
 - the limit: tower-websockets' uncompressed echo of the same payload (same
-  client, compression off) plus deflate-limit's cost of inflating the
+  client, compression off, at the pace tower-websockets kept compressing)
+  plus deflate-limit's cost of inflating the
   message and compressing the reply alone (with context takeover, each of
-  the connections' codecs in turn, as a server holds them).
+  the connections' codecs in turn, as a server holds them), at the same
+  duty cycle as tower-websockets' compressing run: the time its core idled
+  per message is slept between the codec's messages.
 
 Writes bench/results/deflate/results.{json,md}: each figure is the median
 round, with the lowest and highest. Loopback only; every run is bounded.
@@ -64,7 +67,7 @@ def start(command, port):
     sys.exit(f"{command[0]} did not start")
 
 
-def load(port, pid, size, mode, deflate, args):
+def load(port, pid, size, mode, deflate, args, rate=None):
     command = [
         "taskset", "-c", "1", "node", LOAD,
         "--url", f"ws://127.0.0.1:{port}/ws",
@@ -78,6 +81,8 @@ def load(port, pid, size, mode, deflate, args):
         command.append("--no-takeover")
     if not deflate:
         command.append("--no-deflate")
+    if rate:
+        command += ["--rate", str(int(rate))]
     out = subprocess.run(command, capture_output=True, text=True, timeout=args.duration + args.warmup + 60)
     if out.returncode != 0:
         sys.exit(f"load failed: {out.stderr}")
@@ -87,7 +92,7 @@ def load(port, pid, size, mode, deflate, args):
     return result
 
 
-def measure(server, size, mode, args):
+def measure(server, size, mode, args, rate=None):
     port = free_port()
     if server == "tower-websockets":
         flag = "--deflate" if mode == "takeover" else "--deflate-no-takeover"
@@ -103,19 +108,20 @@ def measure(server, size, mode, args):
         deflate = False
     process = start(command, port)
     try:
-        return load(port, process.pid, size, mode, deflate, args)
+        return load(port, process.pid, size, mode, deflate, args, rate)
     finally:
         process.kill()
         process.wait()
 
 
-def codec(size, mode, sockets):
+def codec(size, mode, sockets, gap_us):
     path = f"/tmp/tower-websockets-deflate-{size}.json"
     subprocess.run(["node", LOAD, "--dump", path, "--size", str(size)], check=True)
     command = [
         os.path.join(BIN, "deflate-limit"), path,
         "--count", "20000" if size < 10000 else "2000",
         "--sockets", str(sockets),
+        "--gap-us", str(int(gap_us)),
     ]
     if mode == "no-takeover":
         command.append("--no-takeover")
@@ -140,10 +146,24 @@ def main():
         for size in SIZES:
             for mode in MODES:
                 for server in ["tower-websockets", "node-ws", "uncompressed"]:
-                    result = measure(server, size, mode, args)
+                    # The uncompressed echo runs at the pace tower-websockets
+                    # kept compressing (a server's CPU per message depends on
+                    # its pace: at a slower one it wakes up more per message).
+                    rate = None
+                    if server == "uncompressed":
+                        rate = runs[(size, mode, "tower-websockets")][-1]["msgs_per_s"]
+                    result = measure(server, size, mode, args, rate)
                     runs.setdefault((size, mode, server), []).append(result)
                     print(f"round {round + 1} {size} {mode} {server}: {result}", flush=True)
-                result = codec(size, mode, args.connections)
+                # The codec alone at tower-websockets' duty cycle: the time
+                # its core idled per message (waiting for the client) is
+                # slept between the codec's messages, untimed. A core that
+                # idles between messages runs them slower (deflate-limit
+                # --gap-us: 64 KiB with takeover, 64.6 µs with no gap, 90.4
+                # with 600 µs).
+                ours = runs[(size, mode, "tower-websockets")][-1]
+                gap = max(0.0, 1e6 / ours["msgs_per_s"] - ours["server_cpu_us_per_msg"])
+                result = codec(size, mode, args.connections, gap)
                 runs.setdefault((size, mode, "codec"), []).append(result)
                 print(f"round {round + 1} {size} {mode} codec: {result}", flush=True)
     rows = []
@@ -182,8 +202,9 @@ def main():
         "(bench/deflate/load.mjs, compressing everything) on CPU 1. CPU µs per echoed message: the server's "
         "utime+stime over the counted window ÷ messages; the median round, lowest–highest beside it. Wire: bytes "
         "on the wire per message, both ways. Limit: tower-websockets' uncompressed echo of the same payload "
-        "(same client, compression off) plus the codec alone (deflate-limit: inflate the message, compress the reply; "
-        "with context takeover, one codec pair per connection in turn). The client (Node's ws, compressing) is the "
+        "(same client, compression off, at the pace tower-websockets kept compressing) plus the codec alone (deflate-limit: inflate the message, compress the reply; "
+        "with context takeover, one codec pair per connection in turn; between messages it sleeps as long as "
+        "tower-websockets' core idled per message, since an idling core runs the codec slower). The client (Node's ws, compressing) is the "
         "bottleneck: the servers wait for it between messages, so kernel time per message is high in every row.",
         "",
         "| payload | mode | tower-websockets µs | Node ws µs | uncompressed echo µs | codec alone µs | limit µs | ÷ limit | ÷ Node ws | wire B/msg: ours / Node ws / uncompressed |",

@@ -4,14 +4,17 @@
 //! loop without sockets (bench/deflate/run.sh adds the uncompressed echo's
 //! cost to make the limit).
 //!
-//! deflate-limit PAYLOAD_FILE [--no-takeover] [--count N] [--sockets S]
+//! deflate-limit PAYLOAD_FILE [--no-takeover] [--count N] [--sockets S] [--gap-us G]
 //!
 //! The client side (compressing each message, inflating each reply) runs
 //! too, untimed, so that with context takeover the server's codec sees the
 //! stream a real client sends. With context takeover each of S sockets
 //! (default 1) keeps its own codecs and the messages go round them, as the
 //! load's connections do: the codecs' state (about 300 KiB a socket) is
-//! then mostly out of cache, as it is in a server. Prints one JSON line:
+//! then mostly out of cache, as it is in a server. `--gap-us G` sleeps G µs
+//! between messages (untimed), as a server that waits for its clients
+//! does: a core that idles between messages runs them slower. Prints one
+//! JSON line:
 //! CPU µs per message of the server's two steps, level 6 and 15-bit
 //! windows as the servers use.
 
@@ -55,11 +58,15 @@ fn main() -> ExitCode {
     let mut no_takeover = false;
     let mut count = 20_000usize;
     let mut sockets = 1usize;
+    let mut gap = Duration::ZERO;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--no-takeover" => no_takeover = true,
             "--count" => count = args.next().and_then(|v| v.parse().ok()).unwrap_or(count),
             "--sockets" => sockets = args.next().and_then(|v| v.parse().ok()).unwrap_or(1).max(1),
+            "--gap-us" => {
+                gap = Duration::from_micros(args.next().and_then(|v| v.parse().ok()).unwrap_or(0));
+            }
             other => {
                 eprintln!("unknown argument {other:?}");
                 return ExitCode::from(2);
@@ -100,13 +107,20 @@ fn main() -> ExitCode {
         let start = Instant::now();
         inflate(server_inflate, &mut wire, &mut scratch, payload.len());
         compress(server_deflate, &scratch, &mut reply);
+        if no_takeover {
+            // Without context takeover the server starts over after every
+            // message: part of its cost.
+            server_deflate.reset();
+            server_inflate.reset(false);
+        }
         timed += start.elapsed();
         inflate(client_inflate, &mut reply, &mut scratch, payload.len());
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
         if no_takeover {
             client_deflate.reset();
-            server_deflate.reset();
             client_inflate.reset(false);
-            server_inflate.reset(false);
         }
     }
     println!(
