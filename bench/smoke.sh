@@ -126,6 +126,18 @@ for entry in "${deflate_runs[@]}"; do
     done
     stop_server
 done
+port=$(free_port)
+"$BIN/tower-websockets" --addr "127.0.0.1:$port" --threads 2 --deflate >"$LOG_DIR/deflate.log" 2>&1 &
+server_pid=$!
+if wait_for_port "$port" && out=$(timeout 60 node bench/deflate/idle.mjs --url "ws://127.0.0.1:$port/ws" \
+    --server-pid "$server_pid" --count 5) && [[ "$out" == *kib_per_socket* ]]; then
+    echo "ok   deflate idle sockets"
+    passed=$((passed + 1))
+else
+    echo "FAIL deflate idle sockets: ${out:-}" >&2
+    failures=$((failures + 1))
+fi
+stop_server
 if out=$("$BIN/deflate-limit" /dev/stdin --count 10 < <(node bench/deflate/load.mjs --dump /dev/stdout --size 1024)) \
     && [[ "$out" == *codec_us_per_msg* ]]; then
     echo "ok   deflate-limit"
