@@ -171,13 +171,12 @@ async fn negotiation_on_the_wire_and_rsv1_rules() {
 
 // ----- every receive and send form, over HTTP/1.1 and HTTP/2 -----
 
-use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tower::ServiceBuilder;
-use tower_websockets::{Message, WebSocket, WebSocketLayer, WebSocketUpgrade};
+use tower_websockets::{WebSocket, WebSocketLayer, WebSocketUpgrade};
 
 /// A client with permessage-deflate, context takeover both ways, over any
 /// stream.
@@ -308,35 +307,6 @@ where
             }
         });
     serve(service).await
-}
-
-async fn stream_sink_echo(mut socket: WebSocket) {
-    while let Some(Ok(message)) = socket.next().await {
-        if matches!(message, Message::Close(_))
-            || SinkExt::send(&mut socket, message).await.is_err()
-        {
-            return;
-        }
-    }
-}
-
-async fn split_echo(socket: WebSocket) {
-    let (mut reader, mut writer) = socket.split();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(4);
-    let write = tokio::spawn(async move {
-        while let Some(message) = rx.recv().await {
-            if writer.send_message(message).await.is_err() {
-                return;
-            }
-        }
-    });
-    while let Ok(message) = reader.receive_message().await {
-        if matches!(message, Message::Close(_)) || tx.send(message).await.is_err() {
-            break;
-        }
-    }
-    drop(tx);
-    let _ = write.await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

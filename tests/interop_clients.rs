@@ -97,14 +97,8 @@ async fn node_ws_client_interoperates_with_compression() {
 }
 
 async fn run_deflate_scenarios(peer: &Peer) {
-    let version = match installed_version(peer).await {
-        Ok(version) => version,
-        Err(why) => {
-            return skip(
-                REQUIRE_ENV,
-                &format!("{} is not available: {why}", peer.name),
-            );
-        }
+    let Some(version) = version_or_skip(peer).await else {
+        return;
     };
     let options = WebSocketOptions::default()
         .max_message_size(17 << 20)
@@ -139,14 +133,8 @@ async fn node_ws_client_interoperates() {
 /// Runs every scenario of `peer` (each in its own process), then fails
 /// naming each scenario that failed, with its output.
 async fn run_all_scenarios(peer: &Peer) {
-    let version = match installed_version(peer).await {
-        Ok(version) => version,
-        Err(why) => {
-            return skip(
-                REQUIRE_ENV,
-                &format!("{} is not available: {why}", peer.name),
-            );
-        }
+    let Some(version) = version_or_skip(peer).await else {
+        return;
     };
     note(&format!("{}: using {version}", peer.name));
 
@@ -191,6 +179,21 @@ async fn run_scenario(peer: &Peer, addr: SocketAddr, scenario: &str) -> Result<(
             String::from_utf8_lossy(&output.stdout).trim_end(),
             String::from_utf8_lossy(&output.stderr).trim_end(),
         ))
+    }
+}
+
+/// The client library's version; `None` (after reporting the skip, or
+/// failing where peers are required) if it cannot be used.
+async fn version_or_skip(peer: &Peer) -> Option<String> {
+    match installed_version(peer).await {
+        Ok(version) => Some(version),
+        Err(why) => {
+            skip(
+                REQUIRE_ENV,
+                &format!("{} is not available: {why}", peer.name),
+            );
+            None
+        }
     }
 }
 

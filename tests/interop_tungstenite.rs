@@ -16,7 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
@@ -508,58 +508,7 @@ async fn allowed_origins_admit_listed_and_absent_origins_and_forbid_others() {
 
 /// Echo over `receive_message` / `send_message`.
 async fn message_echo(mut socket: WebSocket) {
-    loop {
-        match socket.receive_message().await {
-            Ok(server::Message::Close(frame)) => {
-                let (code, reason) = match frame {
-                    Some(frame) => (Some(frame.code), frame.reason),
-                    None => (None, String::new()),
-                };
-                let _ = socket.close(code, &reason).await;
-                return;
-            }
-            Ok(message) => {
-                if socket.send_message(message).await.is_err() {
-                    return;
-                }
-            }
-            Err(_) => return,
-        }
-    }
-}
-
-/// Echo over the `futures` Stream and Sink, the Close reply included.
-async fn stream_sink_echo(mut socket: WebSocket) {
-    while let Some(item) = socket.next().await {
-        let Ok(message) = item else { return };
-        let is_close = matches!(message, server::Message::Close(_));
-        if SinkExt::send(&mut socket, message).await.is_err() || is_close {
-            return;
-        }
-    }
-}
-
-/// Echo through split halves: the reader task forwards every message over
-/// a channel to the writer task.
-async fn split_echo(socket: WebSocket) {
-    let (mut reader, mut writer) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<server::Message>(8);
-    let read = tokio::spawn(async move {
-        while let Ok(message) = reader.receive_message().await {
-            let is_close = matches!(message, server::Message::Close(_));
-            if tx.send(message).await.is_err() || is_close {
-                return;
-            }
-        }
-    });
-    let write = tokio::spawn(async move {
-        while let Some(message) = rx.recv().await {
-            if writer.send_message(message).await.is_err() {
-                return;
-            }
-        }
-    });
-    let _ = tokio::join!(read, write);
+    let _ = message_echo_loop(&mut socket).await;
 }
 
 async fn serve_socket_handler<H, Fut>(handle: H) -> SocketAddr

@@ -129,6 +129,41 @@ pub async fn message_echo_loop(socket: &mut WebSocket) -> Result<(), tower_webso
     }
 }
 
+/// Echo over the `futures` Stream and Sink, the Close reply included.
+pub async fn stream_sink_echo(mut socket: WebSocket) {
+    use futures_util::{SinkExt, StreamExt};
+    while let Some(item) = socket.next().await {
+        let Ok(message) = item else { return };
+        let is_close = matches!(message, tower_websockets::Message::Close(_));
+        if SinkExt::send(&mut socket, message).await.is_err() || is_close {
+            return;
+        }
+    }
+}
+
+/// Echo through split halves: the reader task forwards every message over
+/// a channel to the writer task.
+pub async fn split_echo(socket: WebSocket) {
+    let (mut reader, mut writer) = socket.split();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<tower_websockets::Message>(8);
+    let read = tokio::spawn(async move {
+        while let Ok(message) = reader.receive_message().await {
+            let is_close = matches!(message, tower_websockets::Message::Close(_));
+            if tx.send(message).await.is_err() || is_close {
+                return;
+            }
+        }
+    });
+    let write = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            if writer.send_message(message).await.is_err() {
+                return;
+            }
+        }
+    });
+    let _ = tokio::join!(read, write);
+}
+
 pub async fn echo_handler(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let upgrade = WebSocketUpgrade::from_request(&mut req);
     match (req.uri().path(), upgrade) {
