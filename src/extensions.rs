@@ -20,9 +20,12 @@
 //!   between messages. Offered, the response repeats it; the server's own
 //!   setting asks for it (§7.1.1.2).
 //! - `server_max_window_bits` (8–15): the largest window the server may
-//!   compress with. The response answers `min(offer, setting)`. zlib
-//!   cannot compress with a 256-byte window (it silently uses 512), so an
-//!   offer demanding 8 is declined. Without it in the offer the response
+//!   compress with. The response answers `min(offer, setting)`. zlib's
+//!   smallest compressor window is 9 bits, but it never refers further
+//!   back than the window less 262 bytes, so a 9-bit compressor reaches
+//!   250 bytes back and its output is valid for a 256-byte (8-bit) window:
+//!   an offer of 8 is answered with 8 and compressed with 9 bits (as Node's
+//!   `ws` does). Without it in the offer the response
 //!   does not name it (some clients refuse a value they did not ask
 //!   about), and the server still compresses with its own setting: any
 //!   window up to 15 is valid for the client (§7.1.2.1).
@@ -41,7 +44,7 @@ const PERMESSAGE_DEFLATE: &str = "permessage-deflate";
 /// The server's permessage-deflate settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct DeflateConfig {
-    /// The largest window the server compresses with, 9–15.
+    /// The largest window the server compresses with, 8–15.
     pub(crate) server_max_window_bits: u8,
     /// The largest window the server lets the client compress with, 8–15.
     pub(crate) client_max_window_bits: u8,
@@ -65,7 +68,8 @@ impl Default for DeflateConfig {
 /// What was agreed for one socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Negotiated {
-    /// The window the server compresses with.
+    /// The window the server compresses with (9–15; an agreed 8 is
+    /// compressed with 9, which never refers back more than 250 bytes).
     pub(crate) server_window_bits: u8,
     /// The window the server inflates with (9–15).
     pub(crate) client_window_bits: u8,
@@ -160,10 +164,6 @@ fn accept(offer: &Offer<'_>, config: &DeflateConfig) -> Option<(Negotiated, Head
             _ => return None,
         }
     }
-    // zlib cannot keep to a 256-byte window when compressing.
-    if server_max_window_bits == Some(8) {
-        return None;
-    }
     let server_window_bits = server_max_window_bits
         .unwrap_or(15)
         .min(config.server_max_window_bits);
@@ -175,7 +175,7 @@ fn accept(offer: &Offer<'_>, config: &DeflateConfig) -> Option<(Negotiated, Head
         }
     };
     let negotiated = Negotiated {
-        server_window_bits,
+        server_window_bits: server_window_bits.max(9),
         client_window_bits: client_bits_answer.unwrap_or(15).max(9),
         server_no_context_takeover: server_no_context_takeover || config.server_no_context_takeover,
         client_no_context_takeover: client_no_context_takeover || config.client_no_context_takeover,
@@ -342,8 +342,12 @@ mod tests {
                 "permessage-deflate; server_max_window_bits=\"12\"",
                 Some("permessage-deflate; server_max_window_bits=12"),
             ),
-            // 8 cannot be kept to by zlib: declined.
-            ("permessage-deflate; server_max_window_bits=8", None),
+            // 8: answered with 8 (compressed with 9 bits, which stays
+            // within 250 bytes).
+            (
+                "permessage-deflate; server_max_window_bits=8",
+                Some("permessage-deflate; server_max_window_bits=8"),
+            ),
             // client_max_window_bits with a value: echoed.
             (
                 "permessage-deflate; client_max_window_bits=8",
@@ -399,8 +403,8 @@ mod tests {
 
     #[test]
     fn window_bits_are_answered_both_ways_for_every_size() {
-        for offered in 9..=15u8 {
-            for setting in 9..=15u8 {
+        for offered in 8..=15u8 {
+            for setting in 8..=15u8 {
                 let config = DeflateConfig {
                     server_max_window_bits: setting,
                     ..DeflateConfig::default()
@@ -408,7 +412,8 @@ mod tests {
                 let offer = format!("permessage-deflate; server_max_window_bits={offered}");
                 let (negotiated, header) = answer(&[&offer], &config).unwrap();
                 let agreed = offered.min(setting);
-                assert_eq!(negotiated.server_window_bits, agreed);
+                // 8 is compressed with 9 bits, which reach 250 bytes back.
+                assert_eq!(negotiated.server_window_bits, agreed.max(9));
                 assert_eq!(
                     header,
                     format!("permessage-deflate; server_max_window_bits={agreed}")
@@ -488,7 +493,7 @@ mod tests {
         // A declined offer is skipped for the next one.
         assert_eq!(
             response(
-                &["permessage-deflate; server_max_window_bits=8, permessage-deflate; server_no_context_takeover"],
+                &["permessage-deflate; server_max_window_bits=7, permessage-deflate; server_no_context_takeover"],
                 &config
             )
             .as_deref(),

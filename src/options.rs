@@ -63,9 +63,11 @@ pub struct WebSocketOptions {
 /// A client's offers are walked in its order and the first acceptable one
 /// is accepted (RFC 7692 §5); the socket's
 /// [`extensions`](crate::WebSocket::extensions) says what was agreed.
-/// `server_max_window_bits=8` in an offer declines it (zlib cannot keep to
-/// a 256-byte window when compressing); a client window of 8 is inflated
-/// with 9 bits, which decodes it.
+/// Window bits of 8 are honoured both ways although zlib's smallest window
+/// is 9 bits: zlib never refers further back than its window less 262
+/// bytes, so a 9-bit compressor stays within 250 bytes and its output is
+/// valid for a client inflating with 8 bits (Node's `ws` does the same);
+/// a client's 8-bit output is inflated with 9 bits, which decodes it.
 ///
 /// Memory: with context takeover a socket keeps its compressor and
 /// inflater, its context, for its whole life: 337.7 KiB per idle socket at
@@ -109,9 +111,10 @@ impl Default for DeflateOptions {
 }
 
 impl DeflateOptions {
-    /// The largest window the server compresses with, 9–15 (ASP.NET
+    /// The largest window the server compresses with, 8–15 (ASP.NET
     /// `ServerMaxWindowBits`). Default: 15 (32 KiB). A client may ask for
-    /// less. Smaller windows take less memory and compress less well.
+    /// less. Smaller windows take less memory and compress less well; 8 is
+    /// compressed with zlib's 9-bit window, which reaches 250 bytes back.
     #[must_use]
     pub fn server_max_window_bits(mut self, bits: u8) -> Self {
         self.server_max_window_bits = bits;
@@ -161,8 +164,8 @@ impl DeflateOptions {
     }
 
     pub(crate) fn validate(&self) -> Result<(), OptionsError> {
-        if !(9..=15).contains(&self.server_max_window_bits) {
-            return Err(OptionsError::new("server_max_window_bits must be 9 to 15"));
+        if !(8..=15).contains(&self.server_max_window_bits) {
+            return Err(OptionsError::new("server_max_window_bits must be 8 to 15"));
         }
         if !(8..=15).contains(&self.client_max_window_bits) {
             return Err(OptionsError::new("client_max_window_bits must be 8 to 15"));
@@ -536,7 +539,7 @@ mod tests {
             WebSocketOptions::default().allowed_origins([""]),
             WebSocketOptions::default().allowed_origins(["bad\norigin"]),
             WebSocketOptions::default()
-                .permessage_deflate(Some(DeflateOptions::default().server_max_window_bits(8))),
+                .permessage_deflate(Some(DeflateOptions::default().server_max_window_bits(7))),
             WebSocketOptions::default()
                 .permessage_deflate(Some(DeflateOptions::default().client_max_window_bits(16))),
             WebSocketOptions::default()

@@ -16,6 +16,7 @@ Every wait is bounded.
 
 import asyncio
 import os
+import random
 import sys
 import traceback
 
@@ -253,6 +254,12 @@ DEFLATE_OFFERS = {
         dict(server_max_window_bits=9, client_max_window_bits=9),
         "permessage-deflate; server_max_window_bits=9; client_max_window_bits=9",
     ),
+    # Python inflates with a true 256-byte window (zlib's inflater takes
+    # 8 bits; its compressor does not, so the client's window is 9).
+    "deflate-window-8": (
+        dict(server_max_window_bits=8, client_max_window_bits=9),
+        "permessage-deflate; server_max_window_bits=8; client_max_window_bits=9",
+    ),
 }
 
 
@@ -280,6 +287,13 @@ def deflate_scenario(name):
                     await echo(ws, data, f"{name}: {size}-byte binary, round {round}")
                     text = ("héllo " * (size // 7 + 1))[:size]
                     await echo(ws, text, f"{name}: {len(text)}-char text, round {round}")
+            # The same 300 random bytes, message after message: with
+            # context takeover a compressor whose window is wider than the
+            # agreed one would refer back into the previous message past
+            # the client's window ("invalid distance too far back").
+            block = random.Random(300).randbytes(300)
+            for i in range(4):
+                await echo(ws, block, f"{name}: 300 random bytes, message {i}")
             # A fragmented message (websockets compresses it as one
             # message over several frames).
             await ws.send(["compressed ", "in ", "fragments " * 1000])
