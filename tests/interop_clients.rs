@@ -131,6 +131,31 @@ async fn run_deflate_scenarios(peer: &Peer) {
     );
 }
 
+/// The conformance suite's compression cases (Autobahn|Testsuite 12.x and
+/// 13.x: five kinds of payload, each of the suite's offers, messages of
+/// 16 B to 128 KiB whole and in 256-byte fragments), replayed by Python
+/// websockets with its zlib against both echo servers; 20 messages a case
+/// here, `COMPRESSION_CASES_COUNT=1000` for the suite's count (see
+/// `tests/peers/python_client.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_client_passes_the_compression_cases() {
+    let Some(version) = version_or_skip(&PYTHON).await else {
+        return;
+    };
+    let options = WebSocketOptions::default().permessage_deflate(Some(DeflateOptions::default()));
+    let servers = [
+        ("the ASP.NET loop", echo_server(options.clone()).await),
+        ("whole messages", message_echo_server(options).await),
+    ];
+    let mut failures = Vec::new();
+    for (server, addr) in servers {
+        if let Err(failure) = run_scenario(&PYTHON, addr, "compression-cases").await {
+            failures.push(format!("--- against {server}: {failure}"));
+        }
+    }
+    assert!(failures.is_empty(), "{version}: {}", failures.join("\n"));
+}
+
 #[tokio::test]
 async fn node_ws_client_interoperates() {
     run_all_scenarios(&NODE).await;

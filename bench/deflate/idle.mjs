@@ -2,13 +2,16 @@
 //
 //     node bench/deflate/idle.mjs --url ws://127.0.0.1:PORT/ws --server-pid PID
 //         [--count 1000] [--no-takeover] [--no-deflate] [--size 1024]
+//         [--window-bits 9..15]
 //
 // Opens --count sockets (compression offered unless --no-deflate), has
 // each echo one JSON message of about --size bytes (so that a server with
 // context takeover has built its codecs), then lets them idle for a second
 // and reads the server's VmRSS: the growth from before the first socket,
-// divided by the sockets, is the KiB an idle socket costs. Prints one JSON
-// line. Loopback only; bounded by its count.
+// divided by the sockets, is the KiB an idle socket costs. --window-bits
+// offers that window both ways (server_max_window_bits and
+// client_max_window_bits). Prints one JSON line. Loopback only; bounded by
+// its count.
 
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -26,6 +29,7 @@ const count = Number(flag("--count", "1000"));
 const size = Number(flag("--size", "1024"));
 const noTakeover = process.argv.includes("--no-takeover");
 const deflate = !process.argv.includes("--no-deflate");
+const windowBits = flag("--window-bits") === undefined ? undefined : Number(flag("--window-bits"));
 if (!url || !Number.isInteger(pid)) {
   console.error("usage: idle.mjs --url URL --server-pid PID [...]");
   process.exit(2);
@@ -44,7 +48,8 @@ const options = deflate
   ? {
       perMessageDeflate: {
         threshold: 0,
-        clientMaxWindowBits: true,
+        clientMaxWindowBits: windowBits ?? true,
+        ...(windowBits === undefined ? {} : { serverMaxWindowBits: windowBits }),
         serverNoContextTakeover: noTakeover,
         clientNoContextTakeover: noTakeover,
       },
@@ -89,6 +94,7 @@ console.log(
     count,
     deflate,
     no_takeover: noTakeover,
+    window_bits: windowBits ?? null,
     extensions: sockets[0].extensions,
     rss_before_kib: before,
     rss_after_kib: after,

@@ -2,6 +2,7 @@
 //! WebSocket client whose every byte is chosen by the test.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod deflate;
 pub mod echo_example;
 pub mod h2;
 pub mod process;
@@ -44,6 +45,9 @@ where
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            // As a server should: a message written in pieces is not held
+            // back by Nagle's algorithm waiting for the peer's delayed ACK.
+            let _ = tcp.set_nodelay(true);
             let service = TowerToHyperService::new(service.clone());
             tokio::spawn(async move {
                 let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -305,6 +305,131 @@ def deflate_scenario(name):
     return run
 
 
+
+# The conformance suite's compression cases, as Autobahn|Testsuite runs
+# them (cases 12.x and 13.x): one connection per case, its messages echoed
+# one after the other and compared. 12.1-12.5: five kinds of payload with
+# the suite's default offer; 13.1-13.7: the JSON payload with each of the
+# suite's offers, given as (server_no_context_takeover,
+# server_max_window_bits); the suite's client always adds
+# client_no_context_takeover and client_max_window_bits. In each, 18 cases:
+# messages of 16 B to 128 KiB whole, and 256 B to 128 KiB sent in 256-byte
+# fragments. The suite sends 1,000 messages per case; CI sends
+# COMPRESSION_CASES_COUNT (default 20).
+SUITE_SIZES = [16, 64, 256, 1024, 4096, 8192, 16384, 32768, 65536, 131072]
+SUITE_CASES = [(size, None) for size in SUITE_SIZES] + [
+    (size, 256) for size in SUITE_SIZES if size >= 256
+]
+SUITE_OFFERS = {
+    "13.1": [(False, 0)],
+    "13.2": [(True, 0)],
+    "13.3": [(False, 8)],
+    "13.4": [(False, 15)],
+    "13.5": [(True, 8)],
+    "13.6": [(True, 15)],
+    "13.7": [(True, 8), (True, 0), (False, 0)],
+}
+
+
+def suite_payloads():
+    """Stand-ins for the suite's files, 256 KiB each: JSON, a bitmap,
+    prose, HTML and a PDF-like mix of text and compressed-looking bytes.
+    The text ones are ASCII, so any slice of them is a valid text message."""
+    rng = random.Random(1205)
+    words = [
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
+        for _ in range(400)
+    ]
+    size = 256 * 1024
+
+    def fill(make):
+        parts, total = [], 0
+        while total < size:
+            part = make()
+            parts.append(part)
+            total += len(part)
+        return "".join(parts)[:size] if isinstance(parts[0], str) else b"".join(parts)[:size]
+
+    json_text = fill(
+        lambda: '{"id": %d, "name": "%s", "tags": ["%s", "%s"], "score": %.3f},\n'
+        % (rng.randrange(10**6), rng.choice(words), rng.choice(words), rng.choice(words), rng.random())
+    )
+    bitmap = fill(lambda: bytes([rng.choice([0, 255])]) * rng.randint(1, 64))
+    prose = fill(lambda: " ".join(rng.choice(words) for _ in range(rng.randint(4, 16))) + ".\n")
+    html = fill(
+        lambda: '<div class="%s"><a href="/%s/%d">%s</a></div>\n'
+        % (rng.choice(words), rng.choice(words), rng.randrange(1000), rng.choice(words))
+    )
+    pdf = fill(
+        lambda: (b"stream\n" + rng.randbytes(rng.randint(64, 2048)) + b"\nendstream\nendobj\n")
+        if rng.random() < 0.5
+        else b"%d 0 obj << /Type /Page /Length %d >>\n" % (rng.randrange(999), rng.randrange(10**5))
+    )
+    return {"json": json_text, "bitmap": bitmap, "prose": prose, "html": html, "pdf": pdf}
+
+
+def suite_offer(offers):
+    return [
+        ClientPerMessageDeflateFactory(
+            server_no_context_takeover=no_takeover,
+            client_no_context_takeover=True,
+            server_max_window_bits=bits or None,
+            client_max_window_bits=True,
+        )
+        for no_takeover, bits in offers
+    ]
+
+
+def suite_expected(no_takeover, bits):
+    """What the server (default DeflateOptions) answers to an offer."""
+    answer = "permessage-deflate"
+    if no_takeover:
+        answer += "; server_no_context_takeover"
+    answer += "; client_no_context_takeover"
+    if bits:
+        answer += f"; server_max_window_bits={bits}"
+    return answer
+
+
+async def suite_case(base, case, payload, offers, size, fragment, count):
+    what = f"case {case} ({size} B{f' in {fragment}-byte fragments' if fragment else ''})"
+    async with open_socket(base, extensions=suite_offer(offers), max_queue=None) as ws:
+        answered = ws.response.headers.get("Sec-WebSocket-Extensions")
+        expected = suite_expected(*offers[0])
+        check(answered == expected, f"{what}: the server answered {answered!r}, expected {expected!r}")
+        for i in range(count):
+            start = (i * 7919 * size) % (len(payload) - size)
+            message = payload[start : start + size]
+            if fragment:
+                await ws.send([message[at : at + fragment] for at in range(0, size, fragment)])
+            else:
+                await ws.send(message)
+            got = await recv(ws)
+            check(
+                type(got) is type(message) and got == message,
+                f"{what}: message {i}: sent {describe(message)}, got {describe(got)} back",
+            )
+        await close_normally(ws)
+
+
+def compression_cases_count():
+    return int(os.environ.get("COMPRESSION_CASES_COUNT", "20"))
+
+
+async def compression_cases(base):
+    count = compression_cases_count()
+    payloads = suite_payloads()
+    groups = [
+        (f"12.{n}", payloads[kind], [(False, 0)])
+        for n, kind in enumerate(["json", "bitmap", "prose", "html", "pdf"], start=1)
+    ] + [(group, payloads["json"], offers) for group, offers in SUITE_OFFERS.items()]
+    cases = 0
+    for group, payload, offers in groups:
+        for n, (size, fragment) in enumerate(SUITE_CASES, start=1):
+            await suite_case(base, f"{group}.{n}", payload, offers, size, fragment, count)
+            cases += 1
+    print(f"compression cases: {cases} passed, {count} messages each", file=sys.stderr)
+
 SCENARIOS = {
     **{name: deflate_scenario(name) for name in DEFLATE_OFFERS},
     "text": text,
@@ -314,7 +439,11 @@ SCENARIOS = {
     "close": close,
     "subprotocol": subprotocol,
     "origin": origin,
+    "compression-cases": compression_cases,
 }
+
+# Scenarios that take longer than SCENARIO_TIMEOUT (in seconds).
+TIMEOUTS = {"compression-cases": lambda: 60 + compression_cases_count()}
 
 
 def main():
@@ -326,7 +455,7 @@ def main():
         return 2
     base, name = sys.argv[1].rstrip("/"), sys.argv[2]
     try:
-        asyncio.run(asyncio.wait_for(SCENARIOS[name](base), SCENARIO_TIMEOUT))
+        asyncio.run(asyncio.wait_for(SCENARIOS[name](base), TIMEOUTS.get(name, lambda: SCENARIO_TIMEOUT)()))
     except Failure as failure:
         print(f"{name}: FAILED: {failure}", file=sys.stderr)
         return 1
