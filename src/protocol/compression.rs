@@ -165,6 +165,7 @@ impl Compression {
             .len()
             .min(usize::try_from(allowance.saturating_add(1)).unwrap_or(usize::MAX));
         let mut written = 0;
+        let mut bad_data = None;
         loop {
             let input: &[u8] = if !receiving.pending.is_empty() {
                 &receiving.pending
@@ -174,7 +175,14 @@ impl Compression {
                 &[]
             };
             let from_pending = !receiving.pending.is_empty();
-            let (consumed, produced) = inflater.inflate(input, &mut out[written..limit])?;
+            let (consumed, produced) = match inflater.inflate(input, &mut out[written..limit]) {
+                Ok(inflated) => inflated,
+                Err((produced, error)) => {
+                    written += produced;
+                    bad_data = Some(error);
+                    break;
+                }
+            };
             if from_pending {
                 receiving.pending.advance(consumed);
             } else {
@@ -185,15 +193,22 @@ impl Compression {
                 break;
             }
         }
+        // The first violation in the message's order wins, however the
+        // input arrived: invalid text within the limit, then the limit,
+        // then data that does not inflate.
+        let within = usize::try_from(allowance).map_or(written, |allowed| written.min(allowed));
+        if receiving.text {
+            receiving
+                .utf8
+                .feed(&out[..within])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
         receiving.size += written as u64;
         if receiving.size > self.max_message_size {
             return Err(ProtocolError::MessageTooLarge);
         }
-        if receiving.text {
-            receiving
-                .utf8
-                .feed(&out[..written])
-                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        if let Some(error) = bad_data {
+            return Err(error);
         }
         // All input is in and the output had room to spare: nothing more
         // can come out of it.

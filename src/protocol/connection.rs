@@ -1132,4 +1132,124 @@ mod tests {
             (true, 0x2, b"abcd".to_vec())
         );
     }
+
+    #[test]
+    fn invalid_text_just_within_the_limit_is_1007_even_when_the_limit_passes_in_the_same_round() {
+        // Invalid UTF-8 at byte 4,050 of a 4,096-byte limit: the round of
+        // inflating that reaches it also passes the limit. The first
+        // violation in the message's order is the one reported.
+        let mut text = vec![b'a'; 6000];
+        text[4050] = 0xff;
+        let mut deflater = Deflater::new(6, 15, true);
+        let wire = compressed_message(&mut deflater, OpCode::Text, &text, 1 << 20);
+        for step in [1, 100, wire.len()] {
+            let mut conn = compressing(config(false), 4096);
+            let result = receive_all(&mut conn, &wire, step);
+            assert_eq!(result, Err(ProtocolError::InvalidUtf8), "step {step}");
+        }
+    }
+
+    /// A message for the compression properties: text or binary, its
+    /// payload drawn from a few symbols (so it compresses and its
+    /// back-references cross frames) or any chars and bytes.
+    fn arbitrary_message() -> impl proptest::strategy::Strategy<Value = (bool, Vec<u8>)> {
+        use proptest::prelude::*;
+        prop_oneof![
+            proptest::collection::vec(
+                proptest::sample::select(vec!['a', 'b', 'é', '€', '🦀']),
+                0..3000
+            )
+            .prop_map(|chars| (true, chars.into_iter().collect::<String>().into_bytes())),
+            proptest::collection::vec(any::<char>(), 0..300)
+                .prop_map(|chars| (true, chars.into_iter().collect::<String>().into_bytes())),
+            proptest::collection::vec(proptest::sample::select(vec![0u8, 1, 2, 255]), 0..3000)
+                .prop_map(|bytes| (false, bytes)),
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(|bytes| (false, bytes)),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Messages compressed as a client would (with or without context
+        /// takeover), cut into frames of any size, some sent uncompressed
+        /// and some with a ping after them, arrive as they were sent
+        /// whatever the reads' sizes.
+        #[test]
+        fn compressed_messages_arrive_as_sent(
+            messages in proptest::collection::vec(
+                (arbitrary_message(), 1usize..600, proptest::bool::weighted(0.8), proptest::bool::weighted(0.2)),
+                1..8,
+            ),
+            takeover in proptest::bool::ANY,
+            step in 1usize..2000,
+        ) {
+            let mut deflater = Deflater::new(6, 15, !takeover);
+            let mut wire = Vec::new();
+            let mut expected = Vec::new();
+            for ((text, payload), frame_len, compressed, ping) in &messages {
+                let opcode = if *text { OpCode::Text } else { OpCode::Binary };
+                if *compressed {
+                    wire.extend(compressed_message(&mut deflater, opcode, payload, *frame_len));
+                } else {
+                    wire.extend(client_frame(true, opcode, payload));
+                }
+                let kind = if *text { "text" } else { "binary" };
+                expected.push((kind.to_owned(), payload.clone()));
+                if *ping {
+                    wire.extend(client_frame(true, OpCode::Ping, b"p"));
+                    expected.push(("ping".to_owned(), Vec::new()));
+                }
+            }
+            let mut conn = compressing(config(takeover), 1 << 20);
+            let received = receive_all(&mut conn, &wire, step);
+            proptest::prop_assert_eq!(received.as_deref(), Ok(&expected[..]));
+        }
+
+        /// Hostile compressed streams (RSV1 anywhere, DEFLATE data that is
+        /// garbage or a valid message's, cut frames, a 4 KiB message
+        /// limit): no panic, and the messages or the violation's close
+        /// code do not depend on how the stream is cut.
+        #[test]
+        fn hostile_compressed_streams_do_not_depend_on_how_they_are_cut(
+            frames in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![0x0u8, 0x1, 0x2, 0x8, 0x9]),
+                    proptest::bool::weighted(0.7),
+                    proptest::bool::weighted(0.6),
+                    proptest::option::weighted(0.5, arbitrary_message()),
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+                ),
+                0..10,
+            ),
+            takeover in proptest::bool::ANY,
+            step in 1usize..64,
+        ) {
+            let mut deflater = Deflater::new(6, 15, !takeover);
+            let mut wire = Vec::new();
+            for (opcode, fin, rsv1, message, garbage) in &frames {
+                // A valid message's DEFLATE data, or bytes of any kind.
+                let payload = match message {
+                    Some((_, plain)) => {
+                        let mut data = BytesMut::new();
+                        deflater.compress(plain, true, &mut data);
+                        data.to_vec()
+                    }
+                    None => garbage.clone(),
+                };
+                let mut bytes = frame(*fin, if *rsv1 { 0b100 } else { 0 }, OpCode::Binary, &payload);
+                bytes[0] = (bytes[0] & 0xf0) | opcode;
+                wire.extend(bytes);
+            }
+            let mut whole_conn = compressing(config(takeover), 4096);
+            let whole = receive_all(&mut whole_conn, &wire, wire.len().max(1));
+            let mut cut_conn = compressing(config(takeover), 4096);
+            let cut = receive_all(&mut cut_conn, &wire, step);
+            match (&whole, &cut) {
+                (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
+                (Err(a), Err(b)) => proptest::prop_assert_eq!(a.close_code(), b.close_code()),
+                (a, b) => proptest::prop_assert!(false, "whole {:?} vs cut {:?}", a, b),
+            }
+        }
+    }
 }

@@ -104,20 +104,22 @@ impl Inflater {
     /// # Errors
     ///
     /// [`ProtocolError::InvalidCompressedData`] if `input` is not valid
-    /// DEFLATE data.
+    /// DEFLATE data, with the bytes written before the bad data was
+    /// reached (they come first in the message, and a violation in them
+    /// comes first too).
     pub(crate) fn inflate(
         &mut self,
         input: &[u8],
         out: &mut [u8],
-    ) -> Result<(usize, usize), ProtocolError> {
+    ) -> Result<(usize, usize), (usize, ProtocolError)> {
         let before_in = self.inner.total_in();
         let before_out = self.inner.total_out();
-        let status = self
-            .inner
-            .decompress(input, out, FlushDecompress::Sync)
-            .map_err(|_| ProtocolError::InvalidCompressedData)?;
+        let result = self.inner.decompress(input, out, FlushDecompress::Sync);
         let consumed = (self.inner.total_in() - before_in) as usize;
-        let produced = (self.inner.total_out() - before_out) as usize;
+        let produced = ((self.inner.total_out() - before_out) as usize).min(out.len());
+        let Ok(status) = result else {
+            return Err((produced, ProtocolError::InvalidCompressedData));
+        };
         if status == Status::StreamEnd {
             // A final block (BFINAL) ended the DEFLATE stream; what
             // follows in the message starts a new one (RFC 7692 §7.2.3.3
@@ -279,7 +281,18 @@ mod tests {
         // Block type 3 is reserved in DEFLATE.
         assert_eq!(
             inflater.inflate(&[0xff, 0xff, 0xff], &mut out),
-            Err(ProtocolError::InvalidCompressedData)
+            Err((0, ProtocolError::InvalidCompressedData))
         );
+        // Bad data after a valid block: what came before it is reported.
+        let mut deflater = Deflater::new(6, 15, true);
+        let mut wire = BytesMut::new();
+        deflater.compress(b"hello", true, &mut wire);
+        wire.extend_from_slice(&[0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        let mut inflater = Inflater::new(15, true);
+        assert_eq!(
+            inflater.inflate(&wire, &mut out),
+            Err((5, ProtocolError::InvalidCompressedData))
+        );
+        assert_eq!(&out[..5], b"hello");
     }
 }
