@@ -81,9 +81,9 @@ for name in "${SERVERS[@]}"; do
     stop_server
 done
 
-# permessage-deflate: bench/deflate's Node client against tower-websockets
-# and Node's ws server, every mode, a fraction of a second each (the echoes
-# are checked; no timing is asserted). Needs Node's ws from tests/peers.
+# permessage-deflate: bench/deflate's Node client and deflate-load against
+# tower-websockets and Node's ws server, every mode, a fraction of a second
+# each (the echoes are checked; no timing is asserted). Needs Node's ws from tests/peers.
 deflate_runs=(
     "tower-websockets --deflate|"
     "tower-websockets --deflate-no-takeover|--no-takeover"
@@ -121,6 +121,18 @@ for entry in "${deflate_runs[@]}"; do
             passed=$((passed + 1))
         else
             echo "FAIL deflate $server_spec: $size bytes $client_flags: $out" >&2
+            failures=$((failures + 1))
+        fi
+        # The Rust client that keeps a server busy (deflate-load).
+        # shellcheck disable=SC2086
+        if out=$(timeout 60 "$BIN/deflate-load" --addr "127.0.0.1:$port" --server-pid "$server_pid" \
+            --payload <(node bench/deflate/load.mjs --dump /dev/stdout --size "$size") \
+            --connections 2 --duration 0.3 --warmup 0.1 $client_flags) \
+            && [[ "$out" == *'"extensions":"permessage-deflate'* ]]; then
+            echo "ok   deflate-load $server_spec: $size bytes $client_flags"
+            passed=$((passed + 1))
+        else
+            echo "FAIL deflate-load $server_spec: $size bytes $client_flags: ${out:-}" >&2
             failures=$((failures + 1))
         fi
     done

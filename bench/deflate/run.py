@@ -92,8 +92,8 @@ def load(port, pid, size, mode, deflate, args, rate=None):
     return result
 
 
-def measure(server, size, mode, args, rate=None):
-    port = free_port()
+def server_command(server, mode, port):
+    """The command line of `server` and whether it compresses."""
     if server == "tower-websockets":
         flag = "--deflate" if mode == "takeover" else "--deflate-no-takeover"
         command = [os.path.join(BIN, "tower-websockets"), "--addr", f"127.0.0.1:{port}", "--threads", "1", flag]
@@ -106,6 +106,12 @@ def measure(server, size, mode, args, rate=None):
     else:  # tower-websockets without compression, for the limit
         command = [os.path.join(BIN, "tower-websockets"), "--addr", f"127.0.0.1:{port}", "--threads", "1"]
         deflate = False
+    return command, deflate
+
+
+def measure(server, size, mode, args, rate=None):
+    port = free_port()
+    command, deflate = server_command(server, mode, port)
     process = start(command, port)
     try:
         return load(port, process.pid, size, mode, deflate, args, rate)
@@ -114,11 +120,44 @@ def measure(server, size, mode, args, rate=None):
         process.wait()
 
 
-def codec(size, mode, sockets, gap_us):
+def payload_file(size):
     path = f"/tmp/tower-websockets-deflate-{size}.json"
     subprocess.run(["node", LOAD, "--dump", path, "--size", str(size)], check=True)
+    return path
+
+
+def measure_saturated(server, size, mode, args):
+    """`server` under deflate-load (Rust, compressing with flate2), which
+    keeps its one core busy: no pacing of a slower client in the figure."""
+    port = free_port()
+    command, deflate = server_command(server, mode, port)
+    process = start(command, port)
+    try:
+        client = [
+            "taskset", "-c", "1", os.path.join(BIN, "deflate-load"),
+            "--addr", f"127.0.0.1:{port}",
+            "--payload", payload_file(size),
+            "--server-pid", str(process.pid),
+            "--connections", str(args.connections),
+            "--duration", str(args.duration),
+            "--warmup", str(args.warmup),
+        ]
+        if mode == "no-takeover":
+            client.append("--no-takeover")
+        if not deflate:
+            client.append("--no-deflate")
+        out = subprocess.run(client, capture_output=True, text=True, timeout=args.duration + args.warmup + 60)
+        if out.returncode != 0:
+            sys.exit(f"deflate-load failed: {out.stderr}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        process.kill()
+        process.wait()
+
+
+def codec(size, mode, sockets, gap_us):
     command = [
-        os.path.join(BIN, "deflate-limit"), path,
+        os.path.join(BIN, "deflate-limit"), payload_file(size),
         "--count", "20000" if size < 10000 else "2000",
         "--sockets", str(sockets),
         "--gap-us", str(int(gap_us)),
@@ -127,6 +166,53 @@ def codec(size, mode, sockets, gap_us):
         command.append("--no-takeover")
     out = subprocess.run(["taskset", "-c", "0", *command], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
+
+
+SERVERS = ["tower-websockets", "node-ws", "uncompressed"]
+
+
+def row(runs, size, mode, prefix):
+    """One table row from the rounds of `prefix`-named runs."""
+    cpu = {
+        server: summary([r["server_cpu_us_per_msg"] for r in runs[(size, mode, prefix + server)]])
+        for server in SERVERS
+    }
+    wire = {
+        server: statistics.median([r["wire_bytes_per_msg"] for r in runs[(size, mode, prefix + server)]])
+        for server in SERVERS
+    }
+    codec_us = statistics.median([r["codec_us_per_msg"] for r in runs[(size, mode, prefix + "codec")]])
+    limit = cpu["uncompressed"]["median"] + codec_us
+    return {
+        "size": size,
+        "payload_bytes": runs[(size, mode, prefix + "codec")][0]["payload_bytes"],
+        "mode": mode,
+        "cpu": cpu,
+        "wire": wire,
+        "codec_us": codec_us,
+        "limit_us": limit,
+        "vs_limit": cpu["tower-websockets"]["median"] / limit,
+        "vs_node": cpu["tower-websockets"]["median"] / cpu["node-ws"]["median"],
+        "extensions": runs[(size, mode, prefix + "tower-websockets")][0]["extensions"],
+    }
+
+
+def table(rows):
+    lines = [
+        "| payload | mode | tower-websockets µs | Node ws µs | uncompressed echo µs | codec alone µs | limit µs | ÷ limit | ÷ Node ws | wire B/msg: ours / Node ws / uncompressed |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        c = row["cpu"]
+        lines.append(
+            f"| {row['payload_bytes']:,} B JSON | {row['mode']} | "
+            f"{c['tower-websockets']['median']:.2f} ({c['tower-websockets']['low']:.2f}–{c['tower-websockets']['high']:.2f}) | "
+            f"{c['node-ws']['median']:.2f} ({c['node-ws']['low']:.2f}–{c['node-ws']['high']:.2f}) | "
+            f"{c['uncompressed']['median']:.2f} | {row['codec_us']:.2f} | {row['limit_us']:.2f} | "
+            f"{row['vs_limit']:.2f}× | {row['vs_node']:.2f}× | "
+            f"{row['wire']['tower-websockets']:,.0f} / {row['wire']['node-ws']:,.0f} / {row['wire']['uncompressed']:,.0f} |"
+        )
+    return lines
 
 
 def summary(values):
@@ -145,7 +231,7 @@ def main():
     for round in range(args.rounds):
         for size in SIZES:
             for mode in MODES:
-                for server in ["tower-websockets", "node-ws", "uncompressed"]:
+                for server in SERVERS:
                     # The uncompressed echo runs at the pace tower-websockets
                     # kept compressing (a server's CPU per message depends on
                     # its pace: at a slower one it wakes up more per message).
@@ -166,34 +252,24 @@ def main():
                 result = codec(size, mode, args.connections, gap)
                 runs.setdefault((size, mode, "codec"), []).append(result)
                 print(f"round {round + 1} {size} {mode} codec: {result}", flush=True)
-    rows = []
-    for size in SIZES:
-        for mode in MODES:
-            cpu = {
-                server: summary([r["server_cpu_us_per_msg"] for r in runs[(size, mode, server)]])
-                for server in ["tower-websockets", "node-ws", "uncompressed"]
-            }
-            wire = {
-                server: statistics.median([r["wire_bytes_per_msg"] for r in runs[(size, mode, server)]])
-                for server in ["tower-websockets", "node-ws", "uncompressed"]
-            }
-            codec_us = statistics.median([r["codec_us_per_msg"] for r in runs[(size, mode, "codec")]])
-            limit = cpu["uncompressed"]["median"] + codec_us
-            rows.append({
-                "size": size,
-                "payload_bytes": runs[(size, mode, "codec")][0]["payload_bytes"],
-                "mode": mode,
-                "cpu": cpu,
-                "wire": wire,
-                "codec_us": codec_us,
-                "limit_us": limit,
-                "vs_limit": cpu["tower-websockets"]["median"] / limit,
-                "vs_node": cpu["tower-websockets"]["median"] / cpu["node-ws"]["median"],
-                "extensions": runs[(size, mode, "tower-websockets")][0]["extensions"],
-            })
+                # The same servers kept busy by the Rust client, and the
+                # codec alone without a gap.
+                for server in SERVERS:
+                    result = measure_saturated(server, size, mode, args)
+                    runs.setdefault((size, mode, "busy " + server), []).append(result)
+                    print(f"round {round + 1} {size} {mode} busy {server}: {result}", flush=True)
+                result = codec(size, mode, args.connections, 0)
+                runs.setdefault((size, mode, "busy codec"), []).append(result)
+                print(f"round {round + 1} {size} {mode} busy codec: {result}", flush=True)
+    rows = [row(runs, size, mode, "") for size in SIZES for mode in MODES]
+    busy_rows = [row(runs, size, mode, "busy ") for size in SIZES for mode in MODES]
     os.makedirs(args.results, exist_ok=True)
     with open(os.path.join(args.results, "results.json"), "w") as f:
-        json.dump({"rounds": args.rounds, "duration": args.duration, "connections": args.connections, "rows": rows}, f, indent=1)
+        json.dump(
+            {"rounds": args.rounds, "duration": args.duration, "connections": args.connections,
+             "rows": rows, "busy_rows": busy_rows},
+            f, indent=1,
+        )
     lines = [
         "# permessage-deflate: tower-websockets, Node's ws and the limit",
         "",
@@ -207,19 +283,15 @@ def main():
         "tower-websockets' core idled per message, since an idling core runs the codec slower). The client (Node's ws, compressing) is the "
         "bottleneck: the servers wait for it between messages, so kernel time per message is high in every row.",
         "",
-        "| payload | mode | tower-websockets µs | Node ws µs | uncompressed echo µs | codec alone µs | limit µs | ÷ limit | ÷ Node ws | wire B/msg: ours / Node ws / uncompressed |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *table(rows),
+        "",
+        "Kept busy: the same servers under bench/src/bin/deflate-load.rs (Rust, flate2 level 6, one message in "
+        "flight per connection, checking every echo) on CPU 1, which keeps the server's core busy, so no pacing "
+        "of the client is in the figures. Limit: tower-websockets' uncompressed echo under the same client plus "
+        "the codec alone with no gap.",
+        "",
+        *table(busy_rows),
     ]
-    for row in rows:
-        c = row["cpu"]
-        lines.append(
-            f"| {row['payload_bytes']:,} B JSON | {row['mode']} | "
-            f"{c['tower-websockets']['median']:.2f} ({c['tower-websockets']['low']:.2f}–{c['tower-websockets']['high']:.2f}) | "
-            f"{c['node-ws']['median']:.2f} ({c['node-ws']['low']:.2f}–{c['node-ws']['high']:.2f}) | "
-            f"{c['uncompressed']['median']:.2f} | {row['codec_us']:.2f} | {row['limit_us']:.2f} | "
-            f"{row['vs_limit']:.2f}× | {row['vs_node']:.2f}× | "
-            f"{row['wire']['tower-websockets']:,.0f} / {row['wire']['node-ws']:,.0f} / {row['wire']['uncompressed']:,.0f} |"
-        )
     with open(os.path.join(args.results, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
