@@ -71,10 +71,12 @@ pub struct WebSocketOptions {
 ///
 /// Memory: with context takeover a socket keeps its compressor and
 /// inflater, its context, for its whole life: 337.7 KiB per idle socket at
-/// 15-bit windows (measured: `bench/deflate/idle.mjs`, BENCHMARKS.md), most
-/// of it the compressor; smaller window bits shrink it. Without context
-/// takeover a codec is borrowed from a per-thread pool for one message, and
-/// an idle socket costs 0.9 KiB more than an uncompressed one.
+/// 15-bit windows, 225.7 at 12 and 213.2 at 9 (measured:
+/// `bench/deflate/idle.mjs`, BENCHMARKS.md), most of it the compressor,
+/// whose 128 KiB hash table and 64 KiB symbol buffer do not shrink with
+/// the window. Without context takeover a codec is borrowed from a
+/// per-thread pool for one message, and an idle socket costs 0.9 KiB more
+/// than an uncompressed one.
 ///
 /// ```
 /// use tower_websockets::{DeflateOptions, WebSocketOptions};
