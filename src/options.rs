@@ -46,6 +46,7 @@ pub struct WebSocketOptions {
     pub(crate) close_timeout: Duration,
     pub(crate) max_buffered_amount: usize,
     pub(crate) permessage_deflate: Option<DeflateOptions>,
+    pub(crate) max_sockets: Option<usize>,
 }
 
 /// permessage-deflate (RFC 7692) settings, for
@@ -224,6 +225,7 @@ impl Default for WebSocketOptions {
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             max_buffered_amount: DEFAULT_MAX_BUFFERED_AMOUNT,
             permessage_deflate: None,
+            max_sockets: None,
         }
     }
 }
@@ -415,6 +417,22 @@ impl WebSocketOptions {
         self
     }
 
+    /// The most sockets a layer keeps live at once; `None` (the default)
+    /// for no cap. A WebSocket request counts from the moment the layer
+    /// sees it until its socket is finished, or until the handler answers
+    /// without accepting; one over the cap is answered `503 Service
+    /// Unavailable` before the inner service runs, while ordinary requests
+    /// pass. The count is per [`WebSocketLayer`](crate::WebSocketLayer),
+    /// shared by every service made from it
+    /// ([`live_sockets`](crate::WebSocketLayer::live_sockets)). See the
+    /// [layer docs](crate::layer#a-cap-on-live-sockets) for how it differs
+    /// from a `ConcurrencyLimitLayer` inside the layer. Must be at least 1.
+    #[must_use]
+    pub fn max_sockets(mut self, max: Option<usize>) -> Self {
+        self.max_sockets = max;
+        self
+    }
+
     /// Checks the settings and normalises the origins.
     pub(crate) fn validate(mut self) -> Result<Self, OptionsError> {
         if self.keep_alive_interval == Some(Duration::ZERO) {
@@ -425,6 +443,11 @@ impl WebSocketOptions {
         if self.keep_alive_timeout == Some(Duration::ZERO) {
             return Err(OptionsError::new(
                 "keep_alive_timeout must be non-zero (use None to disable)",
+            ));
+        }
+        if self.max_sockets == Some(0) {
+            return Err(OptionsError::new(
+                "max_sockets must be at least 1 (use None for no cap)",
             ));
         }
         if self.receive_buffer_size < 256 {
@@ -538,6 +561,7 @@ mod tests {
             WebSocketOptions::default().receive_buffer_size(10),
             WebSocketOptions::default().max_frame_size(0),
             WebSocketOptions::default().close_timeout(Duration::ZERO),
+            WebSocketOptions::default().max_sockets(Some(0)),
             WebSocketOptions::default().allowed_origins([""]),
             WebSocketOptions::default().allowed_origins(["bad\norigin"]),
             WebSocketOptions::default()

@@ -8,6 +8,7 @@ use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::sync::{oneshot, watch};
 
+use super::live::Slot;
 use crate::socket::PipelineLink;
 
 pin_project! {
@@ -40,6 +41,9 @@ pin_project! {
             accepted: Option<oneshot::Receiver<Response<()>>>,
             finished: Option<watch::Receiver<bool>>,
             pipeline: Arc<PipelineLink>,
+            // The socket's place in the layer's count, held until it is
+            // finished.
+            slot: Option<Slot>,
         },
     }
 }
@@ -51,12 +55,12 @@ impl<F, B> ResponseFuture<F, B> {
         }
     }
 
-    pub(crate) fn forbidden() -> Self
+    pub(crate) fn rejected(status: StatusCode) -> Self
     where
         B: Default,
     {
         let mut response = Response::new(B::default());
-        *response.status_mut() = StatusCode::FORBIDDEN;
+        *response.status_mut() = status;
         ResponseFuture {
             state: State::Rejected {
                 response: Some(response),
@@ -69,6 +73,7 @@ impl<F, B> ResponseFuture<F, B> {
         accepted: oneshot::Receiver<Response<()>>,
         finished: watch::Receiver<bool>,
         pipeline: Arc<PipelineLink>,
+        slot: Slot,
     ) -> Self {
         ResponseFuture {
             state: State::Upgrading {
@@ -76,6 +81,7 @@ impl<F, B> ResponseFuture<F, B> {
                 accepted: Some(accepted),
                 finished: Some(finished),
                 pipeline,
+                slot: Some(slot),
             },
         }
     }
@@ -99,6 +105,7 @@ where
                 accepted,
                 finished,
                 pipeline,
+                slot,
             } => {
                 let inner = future.as_mut().expect("polled after completion");
                 if let Poll::Ready(output) = inner.as_mut().poll(cx) {
@@ -108,16 +115,29 @@ where
                     let handshake = accepted.as_mut().and_then(|rx| rx.try_recv().ok());
                     let Some(handshake) = handshake else {
                         future.take();
+                        slot.take();
                         return Poll::Ready(output);
                     };
                     drop(output);
-                    hold(future.take(), true, finished.take(), pipeline.clone());
+                    hold(
+                        future.take(),
+                        true,
+                        finished.take(),
+                        pipeline.clone(),
+                        slot.take(),
+                    );
                     return Poll::Ready(Ok(handshake.map(|()| B::default())));
                 }
                 if let Some(rx) = accepted.as_mut() {
                     match Pin::new(rx).poll(cx) {
                         Poll::Ready(Ok(handshake)) => {
-                            hold(future.take(), false, finished.take(), pipeline.clone());
+                            hold(
+                                future.take(),
+                                false,
+                                finished.take(),
+                                pipeline.clone(),
+                                slot.take(),
+                            );
                             return Poll::Ready(Ok(handshake.map(|()| B::default())));
                         }
                         // The upgrade handle was dropped without accepting:
@@ -144,6 +164,7 @@ fn hold<F>(
     completed: bool,
     finished: Option<watch::Receiver<bool>>,
     pipeline: Arc<PipelineLink>,
+    slot: Option<Slot>,
 ) where
     F: Future + Send + 'static,
 {
@@ -166,6 +187,7 @@ fn hold<F>(
         // when it is dropped.
         let _ = finished.wait_for(|done| *done).await;
         drop(future);
+        drop(slot);
     });
 }
 

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::WebSocketService;
+use super::live::Live;
 use crate::options::{OptionsError, WebSocketOptions};
 
 /// Adds server-side WebSockets to a tower stack: the analog of ASP.NET
@@ -27,6 +28,7 @@ use crate::options::{OptionsError, WebSocketOptions};
 #[derive(Clone, Debug)]
 pub struct WebSocketLayer {
     options: Arc<WebSocketOptions>,
+    live: Arc<Live>,
 }
 
 impl WebSocketLayer {
@@ -38,12 +40,20 @@ impl WebSocketLayer {
     pub fn new(options: WebSocketOptions) -> Result<Self, OptionsError> {
         Ok(WebSocketLayer {
             options: Arc::new(options.validate()?),
+            live: Arc::default(),
         })
     }
 
     /// The validated options.
     pub fn options(&self) -> &WebSocketOptions {
         &self.options
+    }
+
+    /// The sockets this layer and the services made from it have live:
+    /// WebSocket requests seen and not yet finished (see
+    /// [`WebSocketOptions::max_sockets`]).
+    pub fn live_sockets(&self) -> usize {
+        self.live.count()
     }
 }
 
@@ -57,6 +67,6 @@ impl<S> Layer<S> for WebSocketLayer {
     type Service = WebSocketService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        WebSocketService::from_parts(inner, self.options.clone())
+        WebSocketService::from_parts(inner, self.options.clone(), self.live.clone())
     }
 }

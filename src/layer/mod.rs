@@ -30,6 +30,22 @@
 //! Layers *outside* `WebSocketLayer` only see the handshake: their
 //! response future completes with the `101`.
 //!
+//! # A cap on live sockets
+//!
+//! [`WebSocketOptions::max_sockets`](crate::WebSocketOptions::max_sockets) caps the sockets one layer (and every
+//! service made from it) has live: a WebSocket request counts from the
+//! moment the layer sees it until its socket is finished, or until the
+//! handler answers without accepting. A request over the cap is answered
+//! `503 Service Unavailable` before the inner service runs; other requests
+//! pass as usual. [`WebSocketLayer::live_sockets`] reads the count.
+//!
+//! tower's `ConcurrencyLimitLayer` *inside* the layer also counts live
+//! sockets (its permit lives in the held future), but it queues: over its
+//! limit the service is not ready, so hyper stops reading requests on that
+//! connection, ordinary requests included, until a socket finishes, and a
+//! client waits with no answer. The cap answers at once, so a client (or a
+//! load balancer) can retry elsewhere.
+//!
 //! # Request timeouts
 //!
 //! Put a request timeout (tower's `Timeout`, tower-http's `TimeoutLayer`)
@@ -50,6 +66,7 @@ mod future;
     reason = "tower-http's layout: layer.rs in layer/"
 )]
 mod layer;
+mod live;
 mod service;
 
 pub use future::ResponseFuture;

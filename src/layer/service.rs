@@ -1,11 +1,12 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response, header};
+use http::{Request, Response, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use tokio::sync::{oneshot, watch};
 use tower_service::Service;
 
+use super::live::Live;
 use super::{ResponseFuture, WebSocketLayer};
 use crate::handshake;
 use crate::options::{OptionsError, WebSocketOptions};
@@ -20,7 +21,8 @@ use crate::upgrade::{Pending, WebSocketUpgrade};
 /// `enable_connect_protocol()`). Requests that are not valid WebSocket
 /// requests pass straight to the inner service with no other work than
 /// the header checks. A valid one from a disallowed `Origin` gets a bare
-/// `403` without reaching the inner service; any other gets a
+/// `403` without reaching the inner service, and one over
+/// [`WebSocketOptions::max_sockets`] a bare `503`; any other gets a
 /// [`WebSocketUpgrade`] in its extensions before the inner service is
 /// called.
 ///
@@ -31,6 +33,7 @@ use crate::upgrade::{Pending, WebSocketUpgrade};
 pub struct WebSocketService<S> {
     inner: S,
     options: Arc<WebSocketOptions>,
+    live: Arc<Live>,
 }
 
 impl<S> WebSocketService<S> {
@@ -43,11 +46,22 @@ impl<S> WebSocketService<S> {
         Ok(WebSocketService {
             inner,
             options: Arc::new(options.validate()?),
+            live: Arc::default(),
         })
     }
 
-    pub(crate) fn from_parts(inner: S, options: Arc<WebSocketOptions>) -> Self {
-        WebSocketService { inner, options }
+    pub(crate) fn from_parts(inner: S, options: Arc<WebSocketOptions>, live: Arc<Live>) -> Self {
+        WebSocketService {
+            inner,
+            options,
+            live,
+        }
+    }
+
+    /// The sockets this service and its clones have live (see
+    /// [`WebSocketLayer::live_sockets`]).
+    pub fn live_sockets(&self) -> usize {
+        self.live.count()
     }
 
     /// A [`WebSocketLayer`] with these options.
@@ -98,8 +112,15 @@ where
                 origin = ?req.headers().get_all(header::ORIGIN).iter().collect::<Vec<_>>(),
                 "websocket origin rejected"
             );
-            return ResponseFuture::forbidden();
+            return ResponseFuture::rejected(StatusCode::FORBIDDEN);
         }
+        let Some(slot) = self.live.try_take(self.options.max_sockets) else {
+            tracing::debug!(
+                max_sockets = self.options.max_sockets,
+                "websocket request over the socket cap rejected"
+            );
+            return ResponseFuture::rejected(StatusCode::SERVICE_UNAVAILABLE);
+        };
         if req.extensions().get::<OnUpgrade>().is_none() {
             // Not served by hyper (or a request built by hand): there is no
             // connection to take over, so it cannot be a WebSocket here.
@@ -121,6 +142,6 @@ where
             },
         );
         req.extensions_mut().insert(upgrade);
-        ResponseFuture::upgrading(self.inner.call(req), accepted, finished_rx, pipeline)
+        ResponseFuture::upgrading(self.inner.call(req), accepted, finished_rx, pipeline, slot)
     }
 }
