@@ -4,7 +4,7 @@
 //! loop without sockets (bench/deflate/run.sh adds the uncompressed echo's
 //! cost to make the limit).
 //!
-//! deflate-limit PAYLOAD_FILE [--no-takeover] [--count N] [--sockets S] [--gap-us G]
+//! deflate-limit PAYLOAD_FILE [--no-takeover] [--count N] [--sockets S] [--gap-us G] [--level L]
 //!
 //! The client side (compressing each message, inflating each reply) runs
 //! too, untimed, so that with context takeover the server's codec sees the
@@ -14,9 +14,9 @@
 //! then mostly out of cache, as it is in a server. `--gap-us G` sleeps G µs
 //! between messages (untimed), as a server that waits for its clients
 //! does: a core that idles between messages runs them slower. Prints one
-//! JSON line:
-//! CPU µs per message of the server's two steps, level 6 and 15-bit
-//! windows as the servers use.
+//! JSON line: CPU µs per message of the server's two steps, and the mean
+//! size of the compressed reply, at level 6 (as the servers use; `--level`
+//! for another) and 15-bit windows.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -59,11 +59,19 @@ fn main() -> ExitCode {
     let mut count = 20_000usize;
     let mut sockets = 1usize;
     let mut gap = Duration::ZERO;
+    let mut level = 6u32;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--no-takeover" => no_takeover = true,
             "--count" => count = args.next().and_then(|v| v.parse().ok()).unwrap_or(count),
             "--sockets" => sockets = args.next().and_then(|v| v.parse().ok()).unwrap_or(1).max(1),
+            "--level" => {
+                level = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(level)
+                    .min(9)
+            }
             "--gap-us" => {
                 gap = Duration::from_micros(args.next().and_then(|v| v.parse().ok()).unwrap_or(0));
             }
@@ -83,7 +91,7 @@ fn main() -> ExitCode {
         .to_owned();
     let message = |i: usize| format!("{{\"seq\":{}{tail}", 1_000_000 + i).into_bytes();
     let payload_len = message(0).len();
-    let level = Compression::new(6);
+    let level = Compression::new(level);
     // Without context takeover one codec pair serves every socket (a
     // server borrows it per message from its pool).
     let pairs = if no_takeover { 1 } else { sockets };
@@ -99,6 +107,7 @@ fn main() -> ExitCode {
         .collect();
     let (mut wire, mut reply, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
     let mut timed = Duration::ZERO;
+    let mut reply_bytes = 0usize;
     for i in 0..count {
         let (client_deflate, client_inflate, server_deflate, server_inflate) =
             &mut codecs[i % pairs];
@@ -114,6 +123,7 @@ fn main() -> ExitCode {
             server_inflate.reset(false);
         }
         timed += start.elapsed();
+        reply_bytes += reply.len();
         inflate(client_inflate, &mut reply, &mut scratch, payload.len());
         if !gap.is_zero() {
             std::thread::sleep(gap);
@@ -124,9 +134,11 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "{{\"payload_bytes\":{},\"no_takeover\":{no_takeover},\"sockets\":{pairs},\"count\":{count},\"codec_us_per_msg\":{:.2}}}",
+        "{{\"payload_bytes\":{},\"no_takeover\":{no_takeover},\"sockets\":{pairs},\"count\":{count},\"level\":{},\"codec_us_per_msg\":{:.2},\"reply_bytes\":{}}}",
         payload_len,
-        timed.as_secs_f64() * 1e6 / count as f64
+        level.level(),
+        timed.as_secs_f64() * 1e6 / count as f64,
+        reply_bytes / count
     );
     ExitCode::SUCCESS
 }
