@@ -28,6 +28,7 @@ round, with the lowest and highest. Loopback only; every run is bounded.
 """
 
 import argparse
+import functools
 import json
 import os
 import socket
@@ -67,29 +68,26 @@ def start(command, port):
     sys.exit(f"{command[0]} did not start")
 
 
-def load(port, pid, size, mode, deflate, args, rate=None):
+def node_client(port, size, rate=None):
+    """bench/deflate/load.mjs: Node's ws, compressing; `rate` paces it."""
     command = [
         "taskset", "-c", "1", "node", LOAD,
         "--url", f"ws://127.0.0.1:{port}/ws",
-        "--server-pid", str(pid),
         "--size", str(size),
-        "--connections", str(args.connections),
-        "--duration", str(args.duration),
-        "--warmup", str(args.warmup),
     ]
-    if mode == "no-takeover":
-        command.append("--no-takeover")
-    if not deflate:
-        command.append("--no-deflate")
     if rate:
         command += ["--rate", str(int(rate))]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=args.duration + args.warmup + 60)
-    if out.returncode != 0:
-        sys.exit(f"load failed: {out.stderr}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    if result["errors"]:
-        sys.exit(f"echo mismatches: {result}")
-    return result
+    return command
+
+
+def rust_client(port, size):
+    """deflate-load (Rust, compressing with flate2), which keeps a one-core
+    server busy: no pacing of a slower client in the figure."""
+    return [
+        "taskset", "-c", "1", os.path.join(BIN, "deflate-load"),
+        "--addr", f"127.0.0.1:{port}",
+        "--payload", payload_file(size),
+    ]
 
 
 def server_command(server, mode, port):
@@ -109,50 +107,42 @@ def server_command(server, mode, port):
     return command, deflate
 
 
-def measure(server, size, mode, args, rate=None):
+def measure(server, size, mode, args, client=node_client, **client_args):
+    """`server` under `client` (with the flags both clients take): its
+    JSON result."""
     port = free_port()
     command, deflate = server_command(server, mode, port)
     process = start(command, port)
     try:
-        return load(port, process.pid, size, mode, deflate, args, rate)
-    finally:
-        process.kill()
-        process.wait()
-
-
-def payload_file(size):
-    path = f"/tmp/tower-websockets-deflate-{size}.json"
-    subprocess.run(["node", LOAD, "--dump", path, "--size", str(size)], check=True)
-    return path
-
-
-def measure_saturated(server, size, mode, args):
-    """`server` under deflate-load (Rust, compressing with flate2), which
-    keeps its one core busy: no pacing of a slower client in the figure."""
-    port = free_port()
-    command, deflate = server_command(server, mode, port)
-    process = start(command, port)
-    try:
-        client = [
-            "taskset", "-c", "1", os.path.join(BIN, "deflate-load"),
-            "--addr", f"127.0.0.1:{port}",
-            "--payload", payload_file(size),
+        load = client(port, size, **client_args) + [
             "--server-pid", str(process.pid),
             "--connections", str(args.connections),
             "--duration", str(args.duration),
             "--warmup", str(args.warmup),
         ]
         if mode == "no-takeover":
-            client.append("--no-takeover")
+            load.append("--no-takeover")
         if not deflate:
-            client.append("--no-deflate")
-        out = subprocess.run(client, capture_output=True, text=True, timeout=args.duration + args.warmup + 60)
+            load.append("--no-deflate")
+        out = subprocess.run(load, capture_output=True, text=True, timeout=args.duration + args.warmup + 60)
         if out.returncode != 0:
-            sys.exit(f"deflate-load failed: {out.stderr}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
+            sys.exit(f"{client.__name__} failed: {out.stderr}")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        # deflate-load fails on a mismatch; load.mjs counts them.
+        if result.get("errors"):
+            sys.exit(f"echo mismatches: {result}")
+        return result
     finally:
         process.kill()
         process.wait()
+
+
+@functools.cache
+def payload_file(size):
+    """The load's JSON payload of about `size` bytes, written once."""
+    path = f"/tmp/tower-websockets-deflate-{size}.json"
+    subprocess.run(["node", LOAD, "--dump", path, "--size", str(size)], check=True)
+    return path
 
 
 def codec(size, mode, sockets, gap_us):
@@ -238,7 +228,7 @@ def main():
                     rate = None
                     if server == "uncompressed":
                         rate = runs[(size, mode, "tower-websockets")][-1]["msgs_per_s"]
-                    result = measure(server, size, mode, args, rate)
+                    result = measure(server, size, mode, args, rate=rate)
                     runs.setdefault((size, mode, server), []).append(result)
                     print(f"round {round + 1} {size} {mode} {server}: {result}", flush=True)
                 # The codec alone at tower-websockets' duty cycle: the time
@@ -255,7 +245,7 @@ def main():
                 # The same servers kept busy by the Rust client, and the
                 # codec alone without a gap.
                 for server in SERVERS:
-                    result = measure_saturated(server, size, mode, args)
+                    result = measure(server, size, mode, args, client=rust_client)
                     runs.setdefault((size, mode, "busy " + server), []).append(result)
                     print(f"round {round + 1} {size} {mode} busy {server}: {result}", flush=True)
                 result = codec(size, mode, args.connections, 0)
