@@ -148,11 +148,15 @@ pub mod layer;
 mod options;
 mod protocol;
 mod socket;
+mod stats;
 mod upgrade;
 
 pub use error::{Error, TrySendError};
 pub use handshake::HandshakeRejection;
-pub use layer::{ResponseFuture, WebSocketLayer, WebSocketService};
+pub use layer::{
+    DEFAULT_DRAIN_DEADLINE, DEFAULT_DRAIN_REASON, DrainHandle, DrainOptions, DrainReport,
+    ResponseFuture, WebSocketLayer, WebSocketService,
+};
 pub use options::{
     DEFAULT_CLOSE_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_KEEP_ALIVE_TIMEOUT,
     DEFAULT_MAX_BUFFERED_AMOUNT, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE,
@@ -164,6 +168,7 @@ pub use socket::{
     CloseFrame, Message, MessageType, ReceiveResult, WebSocket, WebSocketHandle, WebSocketReader,
     WebSocketState, WebSocketWriter,
 };
+pub use stats::{Closes, Rejections, TrafficStats, WebSocketStats};
 pub use upgrade::{AcceptOptions, WebSocketUpgrade};
 
 /// The README's examples, compiled as doc tests so they cannot rot.

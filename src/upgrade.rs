@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::handshake::{
     Flavor, Handshake, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL,
 };
+use crate::layer::live::Registration;
 use crate::options::{DeflateOptions, WebSocketOptions};
 use crate::protocol::CompressionConfig;
 use crate::socket::{PipelineLink, SocketConfig, Transport, WebSocket};
@@ -61,6 +62,11 @@ pub(crate) struct Pending {
     pub(crate) finished: watch::Sender<bool>,
     /// The request pipeline the layer holds until the socket is finished.
     pub(crate) pipeline: Arc<PipelineLink>,
+    /// The request's place in the layer's count, for the socket to
+    /// register with.
+    pub(crate) registration: Registration,
+    /// The socket's span.
+    pub(crate) span: tracing::Span,
 }
 
 /// Per-socket choices made at accept (ASP.NET `WebSocketAcceptContext`).
@@ -265,11 +271,22 @@ impl WebSocketUpgrade {
             respond,
             finished,
             pipeline,
+            registration,
+            span,
         } = pending;
-        respond
-            .send(response)
-            .map_err(|_| Error::HandshakeAborted)?;
-        let upgraded = on_upgrade.await.map_err(Error::Upgrade)?;
+        if respond.send(response).is_err() {
+            tracing::debug!(parent: &span, "websocket accept failed: the connection went away first");
+            return Err(Error::HandshakeAborted);
+        }
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(parent: &span, %error, "websocket accept failed: hyper could not hand over the connection");
+                return Err(Error::Upgrade(error));
+            }
+        };
+        span.record("subprotocol", subprotocol.as_deref());
+        span.record("extensions", extensions.as_deref());
 
         let mut config = SocketConfig::from_options(&self.inner.options);
         if let Some(interval) = options.keep_alive_interval {
@@ -282,6 +299,8 @@ impl WebSocketUpgrade {
         config.extensions = extensions;
         config.compression = compression;
         config.pipeline = Some(pipeline);
+        config.registration = Some(registration);
+        config.span = span;
         // Under hyper-util's `TokioIo<TcpStream>` the TCP stream is used
         // directly, with the bytes hyper read past the request (frames the
         // client sent along with its handshake).

@@ -175,8 +175,8 @@ async fn unknown_mode_is_refused() {
 }
 
 #[tokio::test]
-async fn ctrl_c_closes_open_sockets_with_going_away_and_exits() {
-    for mode in ["aspnet", "message"] {
+async fn ctrl_c_and_sigterm_drain_open_sockets_with_going_away_and_exit() {
+    for (mode, signal) in [("aspnet", "-INT"), ("message", "-TERM")] {
         let (server, addr) = start(&["--mode", mode]).await;
         let mut clients = Vec::new();
         for i in 0..2u8 {
@@ -188,7 +188,7 @@ async fn ctrl_c_closes_open_sockets_with_going_away_and_exits() {
         }
         let pid = server.child.id().expect("the example is running");
         let kill = tokio::process::Command::new("kill")
-            .args(["-INT", &pid.to_string()])
+            .args([signal, &pid.to_string()])
             .status()
             .await
             .expect("kill runs");
@@ -205,9 +205,13 @@ async fn ctrl_c_closes_open_sockets_with_going_away_and_exits() {
         let (status, output) = server.exited().await;
         assert!(status.success(), "--mode {mode}: {status}\n{output}");
         assert!(
-            output.contains("all connections closed"),
+            output.contains("all connections closed sockets=2"),
             "--mode {mode}: sockets left open at exit:\n{output}"
         );
+        // One line per socket when it is accepted and one when it ends.
+        let lines = |what: &str| output.lines().filter(|l| l.contains(what)).count();
+        assert_eq!(lines("websocket accepted"), 2, "{output}");
+        assert_eq!(lines("websocket closed code=1001"), 2, "{output}");
     }
 }
 

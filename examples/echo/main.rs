@@ -44,17 +44,22 @@
 //! and closed when they do not answer. Sockets then have the keep-alive
 //! and close timeouts of `WebSocketOptions`.
 //!
-//! Ctrl-C stops the server: it stops accepting, lets HTTP requests in
-//! flight finish, closes open sockets with 1001 (going away), waits at most
-//! 5 seconds for all of that and exits (`shutdown.rs`).
+//! Every socket is logged at info when it is accepted and when it ends
+//! (code, reason, duration); `RUST_LOG=tower_websockets=debug` adds the
+//! library's own events (protocol errors, timeouts, rejected handshakes).
+//!
+//! Ctrl-C or SIGTERM stops the server: it stops accepting, lets HTTP
+//! requests in flight finish (hyper's graceful shutdown), drains the
+//! sockets with the layer's [`DrainHandle`](tower_websockets::DrainHandle)
+//! (1001, going away), waits at most 5 seconds for all of that and exits.
 
 mod args;
 #[path = "../common/mod.rs"]
 mod common;
-mod shutdown;
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -65,15 +70,20 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower_websockets::{
-    CloseCode, DeflateOptions, Error, Message, MessageType, WebSocket, WebSocketLayer,
+    DeflateOptions, DrainOptions, Error, Message, MessageType, WebSocket, WebSocketLayer,
     WebSocketOptions, WebSocketUpgrade,
 };
 use tracing_subscriber::EnvFilter;
 
 use args::{Args, Mode, USAGE};
-use shutdown::{GOING_AWAY_REASON, Shutdown, ShutdownWatch, ctrl_c};
+
+/// The reason of the Close frame sockets get on shutdown.
+const GOING_AWAY_REASON: &str = "server is shutting down";
 
 /// The echo loop's buffer, as in the ASP.NET sample (`new byte[1024 * 4]`).
 const BUFFER_SIZE: usize = 4 * 1024;
@@ -100,6 +110,8 @@ fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        // Colours only on a terminal: logs collected from a pipe stay plain.
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -132,18 +144,21 @@ async fn serve(args: &Args) -> Result<(), Box<dyn StdError>> {
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     println!("Listening on http://{}", listener.local_addr()?);
 
-    let shutdown = Shutdown::new();
-    let watcher = shutdown.watcher();
+    let layer = WebSocketLayer::new(options)?;
+    let drain = layer.drain_handle();
     // `app.UseWebSockets()` followed by the sample's request handling.
     let app = ServiceBuilder::new()
-        .layer(WebSocketLayer::new(options)?)
-        .service_fn(move |req| route(req, mode, watcher.clone()));
+        .layer(layer)
+        .service_fn(move |req| route(req, mode));
 
-    let ctrl_c = ctrl_c();
-    tokio::pin!(ctrl_c);
+    // Connections watch `stop`; `connections` tracks their tasks.
+    let stop = CancellationToken::new();
+    let connections = TaskTracker::new();
+    let shutdown = common::shutdown_signal();
+    tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
-            () = &mut ctrl_c => break,
+            () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -160,8 +175,8 @@ async fn serve(args: &Args) -> Result<(), Box<dyn StdError>> {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(app.clone());
-        let stop = shutdown.watcher();
-        tokio::spawn(async move {
+        let stop = stop.clone();
+        connections.spawn(async move {
             if let Err(error) = serve_connection(tcp, service, stop, handshake).await {
                 tracing::debug!(%peer, error, "connection error");
             }
@@ -170,14 +185,29 @@ async fn serve(args: &Args) -> Result<(), Box<dyn StdError>> {
 
     tracing::info!("shutting down");
     drop(listener);
-    // The service holds a watcher too: drop it, or we would wait for it.
-    drop(app);
-    match shutdown.shutdown(SHUTDOWN_GRACE).await {
-        0 => tracing::info!("all connections closed"),
-        left => tracing::warn!(
-            left,
+    // HTTP connections finish the request in flight and close (HTTP/2
+    // ones once their WebSocket streams end); the drain closes the
+    // sockets, those upgraded from HTTP/1.1 included, which hyper no
+    // longer sees.
+    stop.cancel();
+    connections.close();
+    let options = DrainOptions::new()
+        .reason(GOING_AWAY_REASON)
+        .deadline(SHUTDOWN_GRACE);
+    let (report, connections) = tokio::join!(
+        drain.drain(options),
+        tokio::time::timeout(SHUTDOWN_GRACE, connections.wait()),
+    );
+    if report.is_clean() && connections.is_ok() {
+        tracing::info!(sockets = report.sockets, "all connections closed");
+    } else {
+        tracing::warn!(
+            closed = report.closed,
+            aborted = report.aborted,
+            unfinished = report.unfinished,
+            connections_left = connections.is_err(),
             "connections or sockets still open after {SHUTDOWN_GRACE:?}; exiting anyway"
-        ),
+        );
     }
     Ok(())
 }
@@ -189,7 +219,7 @@ async fn serve(args: &Args) -> Result<(), Box<dyn StdError>> {
 async fn serve_connection<S>(
     tcp: TcpStream,
     service: S,
-    mut stop: ShutdownWatch,
+    stop: CancellationToken,
     handshake: Duration,
 ) -> Result<(), Box<dyn StdError + Send + Sync>>
 where
@@ -204,7 +234,7 @@ where
     let http1 = tokio::select! {
         http1 = common::first_bytes(&tcp, handshake) => http1?,
         // A client that never sent its first bytes.
-        () = stop.requested() => return Ok(()),
+        () = stop.cancelled() => return Ok(()),
     };
     let Some(http1) = http1 else {
         // Silent past the deadline, or gone.
@@ -222,7 +252,7 @@ where
         tokio::pin!(conn);
         tokio::select! {
             result = conn.as_mut() => result?,
-            () = stop.requested() => {
+            () = stop.cancelled() => {
                 conn.as_mut().graceful_shutdown();
                 conn.await?;
             }
@@ -236,7 +266,7 @@ where
         tokio::pin!(conn);
         tokio::select! {
             result = conn.as_mut() => result?,
-            () = stop.requested() => {
+            () = stop.cancelled() => {
                 conn.as_mut().graceful_shutdown();
                 conn.await?;
             }
@@ -246,11 +276,7 @@ where
 }
 
 /// The sample's routes.
-async fn route(
-    mut req: Request<Incoming>,
-    mode: Mode,
-    shutdown: ShutdownWatch,
-) -> Result<Response<Body>, Infallible> {
+async fn route(mut req: Request<Incoming>, mode: Mode) -> Result<Response<Body>, Infallible> {
     // `if (context.WebSockets.IsWebSocketRequest)`
     if req.uri().path() == "/ws" {
         let Some(upgrade) = WebSocketUpgrade::from_request(&mut req) else {
@@ -262,7 +288,7 @@ async fn route(
         // The request's headers share hyper's read buffer (8 KiB or more):
         // drop the request before the socket's long life.
         drop(req);
-        accept_and_echo(upgrade, mode, shutdown).await;
+        accept_and_echo(upgrade, mode).await;
         // Discarded: the 101 was sent when the socket was accepted.
         return Ok(Response::default());
     }
@@ -281,30 +307,43 @@ async fn route(
     Ok(response)
 }
 
-/// `AcceptWebSocketAsync`, then the echo loop until the client closes.
-/// On shutdown the server closes the socket with 1001 (going away) through
-/// its handle, from outside the loop; the loop then sees the client's
-/// answering Close and ends as usual. Errors are only logged: the client
-/// has already seen them as the socket closing or dropping.
-async fn accept_and_echo(upgrade: WebSocketUpgrade, mode: Mode, shutdown: ShutdownWatch) {
-    let result = match upgrade.accept().await {
-        Ok(mut socket) => match shutdown.register(&socket) {
-            Some(registered) => {
-                let result = match mode {
-                    Mode::AspNet => echo(&mut socket).await,
-                    Mode::Message => echo_messages(&mut socket).await,
-                };
-                drop(registered);
-                result
-            }
-            // Accepted while the server was stopping.
-            None => socket.close(CloseCode::GOING_AWAY, GOING_AWAY_REASON).await,
-        },
-        Err(error) => Err(error),
+/// `AcceptWebSocketAsync`, then the echo loop until the client closes,
+/// logging the socket's start and end. On shutdown the layer's drain
+/// closes the socket with 1001 (going away) from outside the loop; the
+/// loop then sees the client's answering Close and ends as usual. Errors
+/// are only logged: the client has already seen them as the socket
+/// closing or dropping.
+async fn accept_and_echo(upgrade: WebSocketUpgrade, mode: Mode) {
+    let started = Instant::now();
+    let mut socket = match upgrade.accept().await {
+        Ok(socket) => socket,
+        Err(error) => {
+            tracing::info!(error = &error as &dyn StdError, "websocket accept failed");
+            return;
+        }
     };
+    tracing::info!(
+        subprotocol = socket.subprotocol(),
+        extensions = socket.extensions(),
+        "websocket accepted"
+    );
+    let result = match mode {
+        Mode::AspNet => echo(&mut socket).await,
+        Mode::Message => echo_messages(&mut socket).await,
+    };
+    let code = socket.close_status().map(|code| code.as_u16());
+    let reason = socket.close_status_description();
+    let reason = reason.as_deref();
+    let duration = started.elapsed();
     match result {
-        Ok(()) => tracing::debug!("websocket closed"),
-        Err(error) => tracing::debug!(error = &error as &dyn StdError, "websocket failed"),
+        Ok(()) => tracing::info!(code, reason, ?duration, "websocket closed"),
+        Err(error) => tracing::info!(
+            code,
+            reason,
+            ?duration,
+            error = &error as &dyn StdError,
+            "websocket failed"
+        ),
     }
 }
 

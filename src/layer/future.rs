@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode, header};
 use pin_project_lite::pin_project;
 use tokio::sync::{oneshot, watch};
 
@@ -55,12 +55,17 @@ impl<F, B> ResponseFuture<F, B> {
         }
     }
 
-    pub(crate) fn rejected(status: StatusCode) -> Self
+    pub(crate) fn rejected(status: StatusCode, retry_after: Option<HeaderValue>) -> Self
     where
         B: Default,
     {
         let mut response = Response::new(B::default());
         *response.status_mut() = status;
+        if let Some(retry_after) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after);
+        }
         ResponseFuture {
             state: State::Rejected {
                 response: Some(response),

@@ -2,9 +2,10 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use super::WebSocketService;
 use super::live::Live;
+use super::{DrainHandle, WebSocketService};
 use crate::options::{OptionsError, WebSocketOptions};
+use crate::stats::WebSocketStats;
 
 /// Adds server-side WebSockets to a tower stack: the analog of ASP.NET
 /// Core's `app.UseWebSockets(options)`.
@@ -54,6 +55,22 @@ impl WebSocketLayer {
     /// [`WebSocketOptions::max_sockets`]).
     pub fn live_sockets(&self) -> usize {
         self.live.count()
+    }
+
+    /// A handle that drains this layer's sockets for a graceful shutdown
+    /// (see [`DrainHandle`]). Every call returns a handle to the same
+    /// drain.
+    pub fn drain_handle(&self) -> DrainHandle {
+        DrainHandle::new(self.live.clone())
+    }
+
+    /// A snapshot of this layer's counters: live sockets, accepts,
+    /// rejections by reason, closes by outcome, traffic (see
+    /// [`WebSocketStats`]). It takes the layer's registry lock for a walk
+    /// over the live sockets: cheap enough for a scrape every few seconds,
+    /// not for every request.
+    pub fn stats(&self) -> WebSocketStats {
+        self.live.stats()
     }
 }
 

@@ -60,15 +60,19 @@
 //! finished. A socket the handler handed to another task before the
 //! timeout is left alone.
 
+mod drain;
 mod future;
 #[expect(
     clippy::module_inception,
     reason = "tower-http's layout: layer.rs in layer/"
 )]
 mod layer;
-mod live;
+pub(crate) mod live;
 mod service;
 
+pub use drain::{
+    DEFAULT_DRAIN_DEADLINE, DEFAULT_DRAIN_REASON, DrainHandle, DrainOptions, DrainReport,
+};
 pub use future::ResponseFuture;
 pub use layer::WebSocketLayer;
 pub use service::WebSocketService;

@@ -6,11 +6,12 @@ use hyper::upgrade::OnUpgrade;
 use tokio::sync::{oneshot, watch};
 use tower_service::Service;
 
-use super::live::Live;
-use super::{ResponseFuture, WebSocketLayer};
+use super::live::{Live, Refusal};
+use super::{DrainHandle, ResponseFuture, WebSocketLayer};
 use crate::handshake;
 use crate::options::{OptionsError, WebSocketOptions};
 use crate::socket::PipelineLink;
+use crate::stats::{Rejection, WebSocketStats};
 use crate::upgrade::{Pending, WebSocketUpgrade};
 
 /// The service [`WebSocketLayer`] wraps around an inner service.
@@ -64,6 +65,18 @@ impl<S> WebSocketService<S> {
         self.live.count()
     }
 
+    /// The drain handle of the layer this service came from (see
+    /// [`WebSocketLayer::drain_handle`]).
+    pub fn drain_handle(&self) -> DrainHandle {
+        DrainHandle::new(self.live.clone())
+    }
+
+    /// A snapshot of the counters of the layer this service came from (see
+    /// [`WebSocketLayer::stats`]).
+    pub fn stats(&self) -> WebSocketStats {
+        self.live.stats()
+    }
+
     /// A [`WebSocketLayer`] with these options.
     ///
     /// # Errors
@@ -110,16 +123,31 @@ where
         if !self.options.origin_allowed(req.headers()) {
             tracing::debug!(
                 origin = ?req.headers().get_all(header::ORIGIN).iter().collect::<Vec<_>>(),
-                "websocket origin rejected"
+                path = req.uri().path(),
+                "websocket request rejected (403): origin not allowed"
             );
-            return ResponseFuture::rejected(StatusCode::FORBIDDEN);
+            self.live.counters.rejected(Rejection::Origin);
+            return ResponseFuture::rejected(StatusCode::FORBIDDEN, None);
         }
-        let Some(slot) = self.live.try_take(self.options.max_sockets) else {
-            tracing::debug!(
-                max_sockets = self.options.max_sockets,
-                "websocket request over the socket cap rejected"
-            );
-            return ResponseFuture::rejected(StatusCode::SERVICE_UNAVAILABLE);
+        let slot = match self.live.try_take(self.options.max_sockets) {
+            Ok(slot) => slot,
+            Err(Refusal::Capacity) => {
+                tracing::debug!(
+                    max_sockets = self.options.max_sockets,
+                    path = req.uri().path(),
+                    "websocket request rejected (503): at the socket cap"
+                );
+                self.live.counters.rejected(Rejection::Capacity);
+                return ResponseFuture::rejected(StatusCode::SERVICE_UNAVAILABLE, None);
+            }
+            Err(Refusal::Draining(retry_after)) => {
+                tracing::debug!(
+                    path = req.uri().path(),
+                    "websocket request rejected (503): draining"
+                );
+                self.live.counters.rejected(Rejection::Draining);
+                return ResponseFuture::rejected(StatusCode::SERVICE_UNAVAILABLE, retry_after);
+            }
         };
         if req.extensions().get::<OnUpgrade>().is_none() {
             // Not served by hyper (or a request built by hand): there is no
@@ -131,6 +159,15 @@ where
         let (respond, accepted) = oneshot::channel();
         let (finished, finished_rx) = watch::channel(false);
         let pipeline = Arc::new(PipelineLink::default());
+        // One span per socket, from the request to the socket's end; its
+        // fields are recorded only when the level is enabled.
+        let span = tracing::debug_span!(
+            "websocket",
+            path = req.uri().path(),
+            version = ?req.version(),
+            subprotocol = tracing::field::Empty,
+            extensions = tracing::field::Empty,
+        );
         let upgrade = WebSocketUpgrade::new(
             handshake,
             self.options.clone(),
@@ -139,6 +176,8 @@ where
                 respond,
                 finished,
                 pipeline: pipeline.clone(),
+                registration: slot.registration(),
+                span,
             },
         );
         req.extensions_mut().insert(upgrade);

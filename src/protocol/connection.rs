@@ -9,6 +9,8 @@
 //! bytes here; it writes what [`output`](Connection::output) holds and
 //! reports how much went out with [`written`](Connection::written).
 
+use std::sync::Arc;
+
 use bytes::{Buf, BytesMut};
 
 use super::close::CloseCode;
@@ -16,6 +18,7 @@ use super::compression::{Compression, CompressionConfig};
 use super::decoder::{ControlFrame, Decoder, Header, Limits, WholeFrame};
 use super::error::ProtocolError;
 use super::frame::{ControlPayload, OpCode, put_compressed_frame, put_frame, put_header};
+use crate::stats::Traffic;
 
 /// The state of a [`WebSocket`](crate::WebSocket) (ASP.NET
 /// `WebSocketState`).
@@ -130,10 +133,21 @@ pub(crate) struct Connection {
     /// permessage-deflate, once negotiated (boxed: most sockets have none).
     compression: Option<Box<Compression>>,
     max_message_size: u64,
+    /// Whether the peer's Close came before ours; `None` while neither
+    /// came.
+    peer_closed_first: Option<bool>,
+    /// Messages and bytes both ways, read by the layer's snapshots.
+    traffic: Arc<Traffic>,
 }
 
 impl Connection {
+    #[cfg(test)]
     pub(crate) fn new(limits: Limits) -> Connection {
+        Connection::with_traffic(limits, Arc::default())
+    }
+
+    /// A connection counting its traffic in `traffic`.
+    pub(crate) fn with_traffic(limits: Limits, traffic: Arc<Traffic>) -> Connection {
         Connection {
             decoder: Decoder::new(limits),
             state: WebSocketState::Open,
@@ -147,7 +161,20 @@ impl Connection {
             pending_ping: false,
             compression: None,
             max_message_size: limits.max_message_size,
+            peer_closed_first: None,
+            traffic,
         }
+    }
+
+    /// The connection's traffic counters.
+    #[inline]
+    pub(crate) fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
+    /// Whether the peer's Close came before ours; `None` if neither came.
+    pub(crate) fn peer_closed_first(&self) -> Option<bool> {
+        self.peer_closed_first
     }
 
     /// permessage-deflate was negotiated: RSV1 marks compressed messages
@@ -288,7 +315,11 @@ impl Connection {
                 text,
                 len,
                 message_done,
+                last,
             } => {
+                if last {
+                    self.traffic.message_in();
+                }
                 let compressed = self.decoder.message_is_compressed()
                     || (message_done && self.compression.as_ref().is_some_and(|c| c.receiving()));
                 let data = if compressed {
@@ -357,6 +388,9 @@ impl Connection {
             self.close_status = status;
             self.close_description = description.map(str::to_owned);
         }
+        if self.peer_closed_first.is_none() {
+            self.peer_closed_first = Some(self.state == WebSocketState::Open);
+        }
         self.state = match self.state {
             WebSocketState::Open => WebSocketState::CloseReceived,
             WebSocketState::CloseSent => WebSocketState::Closed,
@@ -391,6 +425,9 @@ impl Connection {
         };
         let first = self.sending.is_none();
         self.sending = if fin { None } else { Some(kind) };
+        if fin {
+            self.traffic.message_out();
+        }
         self.stage_control();
         if let Some(compression) = self.compression.as_mut() {
             if compression.compresses(first, fin, payload.len()) {
@@ -439,7 +476,10 @@ impl Connection {
     ) -> Result<bool, SendRejected> {
         match self.state {
             WebSocketState::Aborted => return Err(SendRejected::Finished),
-            WebSocketState::Open => self.state = WebSocketState::CloseSent,
+            WebSocketState::Open => {
+                self.peer_closed_first.get_or_insert(false);
+                self.state = WebSocketState::CloseSent;
+            }
             WebSocketState::CloseReceived => {
                 // Our answer: the handshake is complete.
                 self.close_status = self.close_status.or(status);
@@ -465,6 +505,7 @@ impl Connection {
                 violation.reason(),
             ));
             // Nothing but what waited before it goes out with it.
+            self.peer_closed_first.get_or_insert(false);
             self.state = WebSocketState::CloseSent;
             Some(self.take_output())
         } else {

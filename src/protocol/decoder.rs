@@ -18,11 +18,13 @@ pub(crate) struct Limits {
 pub(crate) enum Header {
     /// A data frame; feed its `len` payload bytes to [`Decoder::payload`].
     /// A zero-length frame is already complete: `message_done` says
-    /// whether it ended the message.
+    /// whether it ended the message. `last`: the frame ends its message
+    /// (FIN), whatever its length.
     Data {
         text: bool,
         len: u64,
         message_done: bool,
+        last: bool,
     },
     /// A control frame; once `len` payload bytes are buffered, pass them to
     /// [`Decoder::control`].
@@ -218,6 +220,7 @@ impl Decoder {
                 text,
                 len: header.payload_len,
                 message_done,
+                last: header.fin,
             },
             header_len,
         )))
@@ -409,6 +412,7 @@ pub(super) mod tests {
                     text,
                     len,
                     message_done,
+                    ..
                 } => {
                     let len = len as usize;
                     let chunk = &mut wire[pos..pos + len];

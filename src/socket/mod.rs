@@ -14,6 +14,7 @@ mod spare;
 mod transport;
 mod websocket;
 
+pub(crate) use core::Shared;
 pub use handle::WebSocketHandle;
 pub use message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
 pub(crate) use pipeline::PipelineLink;

@@ -19,8 +19,10 @@ use super::pipeline::PipelineLink;
 use super::spare;
 use super::transport::Transport;
 use crate::error::{Error, TrySendError};
+use crate::layer::live::Registration;
 use crate::options::{OptionsError, WebSocketOptions};
 use crate::protocol::{CloseCode, CompressionConfig, Limits};
+use crate::stats::Traffic;
 
 /// A server-side WebSocket connection: the analog of
 /// `System.Net.WebSockets.WebSocket`.
@@ -119,6 +121,10 @@ pub(crate) struct SocketConfig {
     pub(crate) compression: Option<CompressionConfig>,
     /// The request pipeline that accepted the socket, if any.
     pub(crate) pipeline: Option<Arc<PipelineLink>>,
+    /// The layer's registry entry for the socket, if any.
+    pub(crate) registration: Option<Registration>,
+    /// The socket's span (from the layer; a bare one otherwise).
+    pub(crate) span: tracing::Span,
 }
 
 impl SocketConfig {
@@ -137,6 +143,8 @@ impl SocketConfig {
             extensions: None,
             compression: None,
             pipeline: None,
+            registration: None,
+            span: tracing::Span::none(),
         }
     }
 }
@@ -149,6 +157,7 @@ impl WebSocket {
         finished: watch::Sender<bool>,
     ) -> WebSocket {
         let flush_notify = Arc::new(Notify::new());
+        let traffic = Arc::new(Traffic::default());
         let shared = Shared::new(
             io,
             leftover,
@@ -160,6 +169,9 @@ impl WebSocket {
                 max_buffered: config.max_buffered_amount,
                 compression: config.compression,
                 pipeline: config.pipeline.as_ref().map_or(0, PipelineLink::id),
+                counters: config.registration.as_ref().map(Registration::counters),
+                traffic: traffic.clone(),
+                span: config.span,
             },
             config.subprotocol,
             config.extensions,
@@ -167,6 +179,9 @@ impl WebSocket {
         );
         if let Some(pipeline) = &config.pipeline {
             pipeline.attach(&shared);
+        }
+        if let Some(registration) = &config.registration {
+            registration.attach(&shared, traffic);
         }
         spawn_background(
             Arc::downgrade(&shared),
@@ -200,12 +215,9 @@ impl WebSocket {
     {
         let options = options.validate()?;
         let (finished, _) = watch::channel(false);
-        Ok(WebSocket::new(
-            Transport::new(io),
-            &[],
-            SocketConfig::from_options(&options),
-            finished,
-        ))
+        let mut config = SocketConfig::from_options(&options);
+        config.span = tracing::debug_span!("websocket");
+        Ok(WebSocket::new(Transport::new(io), &[], config, finished))
     }
 
     /// Receives the next piece of a message into `buf` (ASP.NET

@@ -1,6 +1,6 @@
-//! The `echo` example as a child process: built with the test's own
-//! profile when it is missing or stale, started on 127.0.0.1:0, killed when
-//! the test ends.
+//! An example (`echo`, `production`) as a child process: built with the
+//! test's own profile when it is missing or stale, started on 127.0.0.1:0,
+//! killed when the test ends.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -48,12 +48,12 @@ impl EchoServer {
         let addr = match tokio::time::timeout(PROCESS_TIMEOUT, addr_rx).await {
             Ok(Ok(addr)) => addr,
             Ok(Err(_)) => panic!(
-                "the echo example ended without printing \"Listening on http://ADDR\"; \
+                "the example ended without printing \"Listening on http://ADDR\"; \
                  it printed:\n{}",
                 output.lock().unwrap()
             ),
             Err(_) => panic!(
-                "the echo example printed no \"Listening on http://ADDR\" in {PROCESS_TIMEOUT:?}; \
+                "the example printed no \"Listening on http://ADDR\" in {PROCESS_TIMEOUT:?}; \
                  it printed:\n{}",
                 output.lock().unwrap()
             ),
@@ -77,11 +77,11 @@ impl EchoServer {
             .await
             .unwrap_or_else(|_| {
                 panic!(
-                    "the echo example did not exit in {PROCESS_TIMEOUT:?}; it printed:\n{}",
+                    "the example did not exit in {PROCESS_TIMEOUT:?}; it printed:\n{}",
                     self.output()
                 )
             })
-            .expect("the echo example's exit status");
+            .expect("the example's exit status");
         for collector in self.collectors.drain(..) {
             // Its pipes closed with it: the rest of its output is in.
             let _ = collector.await;
@@ -116,20 +116,26 @@ async fn collect(
     }
 }
 
-/// The `echo` example built with the same profile as this test: the one
+/// The `echo` example built with the same profile as this test (see
+/// [`example`]).
+pub async fn echo_example() -> PathBuf {
+    example("echo").await
+}
+
+/// The example `name` built with the same profile as this test: the one
 /// `cargo test` built beside it, or, if that is missing or older than the
 /// sources (say, under `cargo test --test browser`), a fresh build.
-pub async fn echo_example() -> PathBuf {
+pub async fn example(name: &str) -> PathBuf {
     let profile_dir = profile_dir();
-    let echo = profile_dir
+    let binary = profile_dir
         .join("examples")
-        .join(format!("echo{}", std::env::consts::EXE_SUFFIX));
-    if is_up_to_date(&echo) {
-        return echo;
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if is_up_to_date(&binary, name) {
+        return binary;
     }
     let mut command = Command::new(env!("CARGO"));
     command
-        .args(["build", "--example", "echo"])
+        .args(["build", "--example", name])
         .env("CARGO_TARGET_DIR", target_dir());
     match profile_dir.file_name().and_then(|name| name.to_str()) {
         Some("debug") | None => {}
@@ -143,27 +149,35 @@ pub async fn echo_example() -> PathBuf {
     let output = run(command).await.unwrap_or_else(|why| panic!("{why}"));
     assert!(
         output.status.success(),
-        "building the echo example failed ({}):\n{}",
+        "building the {name} example failed ({}):\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        echo.is_file(),
-        "`cargo build --example echo` did not produce {}",
-        echo.display()
+        binary.is_file(),
+        "`cargo build --example {name}` did not produce {}",
+        binary.display()
     );
-    echo
+    binary
 }
 
-/// Whether `binary` exists and is newer than everything it is built from.
-fn is_up_to_date(binary: &Path) -> bool {
+/// Whether `binary` exists and is newer than everything the example
+/// `name` is built from.
+fn is_up_to_date(binary: &Path, name: &str) -> bool {
     let Some(built) = modified(binary) else {
         return false;
     };
     let root = manifest_dir();
-    let mut newest = modified(&root.join("Cargo.toml"));
-    // The example is a directory (`main.rs`, its modules, `index.html`).
-    let mut dirs = vec![root.join("src"), root.join("examples/echo")];
+    let examples = root.join("examples");
+    let mut newest =
+        modified(&root.join("Cargo.toml")).max(modified(&examples.join(format!("{name}.rs"))));
+    // An example is a file or a directory (`echo`: `main.rs`, its modules,
+    // `index.html`); `common` is shared.
+    let mut dirs = vec![
+        root.join("src"),
+        examples.join(name),
+        examples.join("common"),
+    ];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = entry.path();

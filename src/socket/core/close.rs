@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::protocol::{CloseCode, ProtocolError};
 use crate::socket::message::{MessageType, ReceiveResult, WebSocketState};
 use crate::socket::read_buffer::ReadBuffer;
+use crate::stats::Outcome;
 
 /// The reason sent with the 1011 that closes a socket the application left
 /// open.
@@ -39,7 +40,12 @@ impl Core {
     /// Fails the connection for a protocol violation (RFC 6455 §7.1.7):
     /// send a Close frame with the violation's code, close the connection.
     pub(super) fn fail(&mut self, violation: ProtocolError) -> Error {
-        tracing::debug!(%violation, "failing websocket connection");
+        tracing::debug!(
+            parent: &self.span,
+            %violation,
+            code = violation.close_code().as_u16(),
+            "websocket protocol error: failing the connection"
+        );
         if let Some(out) = self.conn.fail(violation) {
             self.linger_with(out);
         }
@@ -65,6 +71,8 @@ impl Core {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // Counted now, before the socket ends and its count is retired.
+        self.conn.traffic().wrote(out.len());
         runtime.spawn(async move {
             let linger = async {
                 io.write_all(&out).await?;
@@ -100,6 +108,7 @@ impl Core {
                     self.note_state();
                 }
                 WebSocketState::Open => {
+                    self.ending = Some(Outcome::LeftOpen);
                     let _ = self
                         .conn
                         .start_close(Some(CloseCode::INTERNAL_ERROR), LEFT_OPEN_REASON);
@@ -135,6 +144,11 @@ impl Core {
 
     /// The peer did not answer our Close in time.
     pub(crate) fn close_timed_out(&mut self) -> Error {
+        tracing::debug!(
+            parent: &self.span,
+            timeout = ?self.close_timeout,
+            "websocket close timeout: the peer did not answer our close"
+        );
         self.abort_with(Error::CloseTimeout)
     }
 

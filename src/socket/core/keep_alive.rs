@@ -64,7 +64,7 @@ impl Core {
         }
         let waiting = self.conn.buffered_amount() > 0;
         if waiting && self.write_epoch == self.ping_write_epoch {
-            tracing::debug!("websocket keep-alive timeout: the peer stopped reading");
+            tracing::debug!(parent: &self.span, "websocket keep-alive timeout: the peer stopped reading");
             self.abort_with(Error::KeepAliveTimeout);
             return (Liveness::Dead, false);
         }
@@ -81,7 +81,7 @@ impl Core {
             // ahead of it.
             Poll::Pending if waiting => (Liveness::Alive, false),
             Poll::Pending => {
-                tracing::debug!("websocket keep-alive timeout: no answer to ping");
+                tracing::debug!(parent: &self.span, "websocket keep-alive timeout: no answer to ping");
                 self.abort_with(Error::KeepAliveTimeout);
                 (Liveness::Dead, false)
             }

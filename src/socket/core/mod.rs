@@ -53,6 +53,7 @@ use super::read_buffer::ReadBuffer;
 use super::transport::Transport;
 use crate::error::Error;
 use crate::protocol::{CloseCode, CompressionConfig, Connection, Limits};
+use crate::stats::{Counters, Outcome, Traffic};
 
 /// Where received payload goes.
 pub(crate) enum Target<'a> {
@@ -135,6 +136,17 @@ pub(crate) struct Core {
     ping_write_epoch: u64,
 
     finished: watch::Sender<bool>,
+
+    // ----- observability -----
+    /// The layer's counters, if the socket came from one.
+    counters: Option<Arc<Counters>>,
+    /// The socket's span: the parent of every event about it.
+    span: tracing::Span,
+    /// When the socket was accepted.
+    started: tokio::time::Instant,
+    /// How the socket ended, where its state cannot tell (it closed itself
+    /// with 1011 when the application left it open).
+    ending: Option<Outcome>,
 }
 
 pub(crate) struct CoreConfig {
@@ -147,6 +159,9 @@ pub(crate) struct CoreConfig {
     pub(crate) compression: Option<CompressionConfig>,
     /// The accepting pipeline's id, or 0.
     pub(crate) pipeline: usize,
+    pub(crate) counters: Option<Arc<Counters>>,
+    pub(crate) traffic: Arc<Traffic>,
+    pub(crate) span: tracing::Span,
 }
 
 /// The state shared by a socket's handles and its keep-alive timer.
@@ -174,7 +189,7 @@ impl Shared {
         let wakers = Arc::new(Wakers::default());
         let proxy = Waker::from(wakers.clone());
         let finished_rx = finished.subscribe();
-        let mut conn = Connection::new(config.limits);
+        let mut conn = Connection::with_traffic(config.limits, config.traffic);
         if let Some(compression) = config.compression {
             conn.enable_compression(compression);
         }
@@ -199,6 +214,10 @@ impl Shared {
                 write_epoch: 0,
                 ping_write_epoch: 0,
                 finished,
+                counters: config.counters,
+                span: config.span,
+                started: tokio::time::Instant::now(),
+                ending: None,
             }),
             wakers,
             proxy,
@@ -347,11 +366,14 @@ impl Shared {
     /// socket waiting that nothing will poll again: close the socket with
     /// 1011 and free its connection (see `socket::pipeline`).
     pub(crate) fn end_unpolled(&self) {
+        let mut core = self.lock();
         tracing::warn!(
+            parent: &core.span,
             "the request pipeline completed while it was still waiting on its websocket \
              (a timeout inside WebSocketLayer?); closing the socket with 1011"
         );
-        self.lock().leave();
+        core.leave();
+        drop(core);
         self.wakers.wake_all();
     }
 
@@ -395,6 +417,49 @@ impl Core {
     fn note_state(&mut self) {
         if self.state().is_finished() && !*self.finished.borrow() {
             self.finished.send_replace(true);
+            self.count_end();
+        }
+    }
+
+    /// The socket just ended: count how, and say so in its span.
+    #[cold]
+    fn count_end(&self) {
+        let outcome = self.outcome();
+        let traffic = self.conn.traffic().get();
+        if let Some(counters) = &self.counters {
+            counters.closed(outcome);
+        }
+        tracing::debug!(
+            parent: &self.span,
+            outcome = outcome.as_str(),
+            code = self.close_status().map(CloseCode::as_u16),
+            reason = self.close_description(),
+            initiator = match self.conn.peer_closed_first() {
+                Some(true) => "client",
+                Some(false) => "server",
+                None => "none",
+            },
+            duration = ?self.started.elapsed(),
+            messages_in = traffic.messages_in,
+            messages_out = traffic.messages_out,
+            bytes_in = traffic.bytes_in,
+            bytes_out = traffic.bytes_out,
+            "websocket finished"
+        );
+    }
+
+    /// How the socket ended, once it has.
+    fn outcome(&self) -> Outcome {
+        if let Some(outcome) = self.ending {
+            return outcome;
+        }
+        match (&self.terminal, self.state()) {
+            (_, WebSocketState::Closed) => Outcome::Clean,
+            (Some(Error::Protocol(_)), _) => Outcome::ProtocolError,
+            (Some(Error::KeepAliveTimeout), _) => Outcome::KeepAliveTimeout,
+            (Some(Error::CloseTimeout), _) => Outcome::CloseTimeout,
+            (Some(Error::ConnectionReset | Error::Io(_)), _) => Outcome::ConnectionLost,
+            _ => Outcome::Aborted,
         }
     }
 

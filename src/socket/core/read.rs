@@ -100,6 +100,7 @@ impl Core {
             Poll::Ready(Ok(0)) => Poll::Ready(Err(self.abort_with(Error::ConnectionReset))),
             Poll::Ready(Ok(n)) => {
                 self.read_epoch = self.read_epoch.wrapping_add(1);
+                self.conn.traffic().read(n);
                 if n == spare {
                     self.read_size = (self.read_size * 2).min(MAX_READ_SIZE.max(self.rbuf_size));
                     self.small_reads = 0;
@@ -386,6 +387,7 @@ impl Core {
     /// [`take_unmasked_message`]: Self::take_unmasked_message
     pub(super) fn take_whole_frame(&mut self, frame: WholeFrame) -> Result<Message, Error> {
         frame.unmask(self.rbuf.unread_mut());
+        self.conn.traffic().message_in();
         self.take_unmasked_message(frame.header_len, frame.len, frame.text)
     }
 
@@ -493,6 +495,7 @@ impl Core {
             return Poll::Ready(Err(self.abort_with(Error::ConnectionReset)));
         }
         self.read_epoch = self.read_epoch.wrapping_add(1);
+        self.conn.traffic().read(count);
         match self.conn.payload(filled) {
             Ok(done) => Poll::Ready(Ok(Some((count, done)))),
             Err(e) => Poll::Ready(Err(self.fail(e))),

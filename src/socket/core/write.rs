@@ -41,6 +41,7 @@ impl Core {
                 // once it is written.
                 Poll::Ready(Ok(n)) => {
                     self.conn.written(n);
+                    self.conn.traffic().wrote(n);
                     self.write_epoch = self.write_epoch.wrapping_add(1);
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.abort_with(e.into()))),
@@ -121,6 +122,7 @@ impl Core {
                             }
                             Ok(mut n) => {
                                 self.write_epoch = self.write_epoch.wrapping_add(1);
+                                self.conn.traffic().wrote(n);
                                 let from_out = n.min(self.conn.queued());
                                 if from_out > 0 {
                                     self.conn.written(from_out);

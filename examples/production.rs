@@ -1,0 +1,332 @@
+//! A WebSocket server set up for production: a cap on live sockets,
+//! handshake deadlines, counters at `/metrics` in the Prometheus text
+//! format, `tracing` logs, and a graceful shutdown on SIGTERM or Ctrl-C
+//! that drains the sockets (1001, going away) while hyper-util's
+//! `GracefulShutdown` finishes the HTTP connections.
+//!
+//! ```text
+//! cargo run --release --example production -- --addr 127.0.0.1:5001 --max-sockets 10000
+//! curl http://127.0.0.1:5001/metrics
+//! websocat ws://127.0.0.1:5001/ws
+//! ```
+//!
+//! Options: `--addr HOST:PORT` (default `127.0.0.1:5001`), `--threads N`
+//! (default: one per core), `--max-sockets N` (default 10000),
+//! `--drain-seconds S` (default 10). `RUST_LOG` picks the logs (default
+//! `info,tower_websockets=debug`: one line per socket event).
+//!
+//! `/ws` echoes whole messages; `/metrics` serves the layer's
+//! [`WebSocketStats`]; anything else is 404.
+//!
+//! hyper-util's auto builder serves HTTP/1.1 and h2c (with extended
+//! CONNECT for WebSockets over HTTP/2) on one port, and its
+//! `GracefulShutdown` watches every connection. It wraps the connection
+//! in a type of its own, so accepted sockets use the generic I/O path
+//! rather than the `TcpStream` one (`examples/echo` peeks at the first
+//! bytes to keep the latter).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_websockets::{
+    DrainOptions, Message, WebSocketLayer, WebSocketOptions, WebSocketStats, WebSocketUpgrade,
+};
+use tracing_subscriber::EnvFilter;
+
+type Body = Full<Bytes>;
+
+struct Args {
+    addr: String,
+    threads: Option<usize>,
+    max_sockets: usize,
+    drain: Duration,
+}
+
+const USAGE: &str = "usage: production [--addr HOST:PORT] [--threads N] [--max-sockets N] \
+                     [--drain-seconds S]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        addr: "127.0.0.1:5001".to_owned(),
+        threads: None,
+        max_sockets: 10_000,
+        drain: Duration::from_secs(10),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--addr" => args.addr = value()?,
+            "--threads" => args.threads = Some(number(&flag, &value()?)?),
+            "--max-sockets" => args.max_sockets = number(&flag, &value()?)?,
+            "--drain-seconds" => {
+                let seconds: f64 = value()?
+                    .parse()
+                    .map_err(|_| format!("{flag} takes seconds"))?;
+                args.drain = Duration::try_from_secs_f64(seconds)
+                    .map_err(|_| format!("{flag} takes seconds"))?;
+            }
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    Ok(args)
+}
+
+fn number(flag: &str, value: &str) -> Result<usize, String> {
+    match value.parse() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{flag} takes a positive number")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("error: {message}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,tower_websockets=debug")),
+        )
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = args.threads {
+        runtime.worker_threads(threads);
+    }
+    let result = runtime
+        .build()
+        .map_err(Into::into)
+        .and_then(|runtime| runtime.block_on(serve(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> Result<(), Box<dyn StdError>> {
+    let options = WebSocketOptions::default().max_sockets(Some(args.max_sockets));
+    let layer = WebSocketLayer::new(options)?;
+    let drain = layer.drain_handle();
+    let metrics = layer.clone();
+    let app = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(move |req| route(req, metrics.clone()));
+
+    let listener = TcpListener::bind(&args.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    println!("Listening on http://{}", listener.local_addr()?);
+
+    let graceful = GracefulShutdown::new();
+    let shutdown = common::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            // A connection that sends nothing is dropped at the deadline;
+            // then hyper's header-read timeout bounds the headers.
+            if !matches!(
+                common::first_bytes(&tcp, common::HANDSHAKE_TIMEOUT).await,
+                Ok(Some(_))
+            ) {
+                return;
+            }
+            let builder = common::auto_builder(common::HANDSHAKE_TIMEOUT);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            if let Err(error) = watcher.watch(conn).await {
+                tracing::debug!(error, "connection error");
+            }
+        });
+    }
+
+    // Stop accepting; drain the sockets and finish the HTTP connections
+    // together, within the deadline (plus a second for the aborts).
+    drop(listener);
+    tracing::info!(live = drain.live_sockets(), "shutting down");
+    let options = DrainOptions::new()
+        .deadline(args.drain)
+        .retry_after(Some(Duration::from_secs(5)));
+    let (report, connections) = tokio::join!(
+        drain.drain(options),
+        tokio::time::timeout(args.drain + Duration::from_secs(1), graceful.shutdown()),
+    );
+    tracing::info!(
+        sockets = report.sockets,
+        closed = report.closed,
+        aborted = report.aborted,
+        unfinished = report.unfinished,
+        elapsed = ?report.elapsed,
+        connections_closed = connections.is_ok(),
+        "drained"
+    );
+    Ok(())
+}
+
+async fn route(
+    mut req: Request<Incoming>,
+    layer: WebSocketLayer,
+) -> Result<Response<Body>, Infallible> {
+    match req.uri().path() {
+        "/ws" => {
+            let Some(upgrade) = WebSocketUpgrade::from_request(&mut req) else {
+                return Ok(text(
+                    StatusCode::BAD_REQUEST,
+                    "expected a WebSocket request\n".into(),
+                ));
+            };
+            drop(req);
+            if let Ok(mut socket) = upgrade.accept().await {
+                // Echo until the client's Close (or the drain's, answered
+                // by the client) arrives.
+                while let Ok(message) = socket.receive_message().await {
+                    let reply = match message {
+                        Message::Close(frame) => {
+                            let (code, reason) = match &frame {
+                                Some(frame) => (Some(frame.code), frame.reason.as_str()),
+                                None => (None, ""),
+                            };
+                            let _ = socket.close(code, reason).await;
+                            break;
+                        }
+                        data => socket.send_message(data).await,
+                    };
+                    if reply.is_err() {
+                        break;
+                    }
+                }
+            }
+            Ok(Response::default())
+        }
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, prometheus(&layer.stats()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(response)
+        }
+        _ => Ok(text(StatusCode::NOT_FOUND, "not found\n".into())),
+    }
+}
+
+/// The counters in the Prometheus text exposition format.
+fn prometheus(stats: &WebSocketStats) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    metric(
+        "websocket_live_sockets",
+        "gauge",
+        "WebSocket requests seen and not yet finished.",
+        &[("", stats.live as u64)],
+    );
+    metric(
+        "websocket_accepted_total",
+        "counter",
+        "Sockets accepted.",
+        &[("", stats.accepted)],
+    );
+    let rejected = &stats.rejected;
+    metric(
+        "websocket_rejected_total",
+        "counter",
+        "WebSocket requests the layer answered itself, by reason.",
+        &[
+            (r#"{reason="origin"}"#, rejected.origin),
+            (r#"{reason="capacity"}"#, rejected.capacity),
+            (r#"{reason="draining"}"#, rejected.draining),
+        ],
+    );
+    metric(
+        "websocket_not_accepted_total",
+        "counter",
+        "WebSocket requests the handler did not turn into a socket.",
+        &[("", stats.not_accepted)],
+    );
+    let closed = &stats.closed;
+    metric(
+        "websocket_closed_total",
+        "counter",
+        "Finished sockets, by outcome.",
+        &[
+            (r#"{outcome="clean"}"#, closed.clean),
+            (r#"{outcome="protocol_error"}"#, closed.protocol_error),
+            (
+                r#"{outcome="keep_alive_timeout"}"#,
+                closed.keep_alive_timeout,
+            ),
+            (r#"{outcome="close_timeout"}"#, closed.close_timeout),
+            (r#"{outcome="connection_lost"}"#, closed.connection_lost),
+            (r#"{outcome="aborted"}"#, closed.aborted),
+            (r#"{outcome="left_open"}"#, closed.left_open),
+        ],
+    );
+    let traffic = &stats.traffic;
+    metric(
+        "websocket_messages_total",
+        "counter",
+        "Data messages, by direction.",
+        &[
+            (r#"{direction="in"}"#, traffic.messages_in),
+            (r#"{direction="out"}"#, traffic.messages_out),
+        ],
+    );
+    metric(
+        "websocket_bytes_total",
+        "counter",
+        "Bytes on the sockets' connections, frame headers included, by direction.",
+        &[
+            (r#"{direction="in"}"#, traffic.bytes_in),
+            (r#"{direction="out"}"#, traffic.bytes_out),
+        ],
+    );
+    out
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response
+}
