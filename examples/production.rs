@@ -12,11 +12,13 @@
 //!
 //! Options: `--addr HOST:PORT` (default `127.0.0.1:5001`), `--threads N`
 //! (default: one per core), `--max-sockets N` (default 10000),
-//! `--drain-seconds S` (default 10). `RUST_LOG` picks the logs (default
-//! `info,tower_websockets=debug`: one line per socket event).
+//! `--drain-seconds S` (default 10), `--keep-alive S` (the keep-alive
+//! interval, default 30; 0 turns pings off). `RUST_LOG` picks the logs
+//! (default `info,tower_websockets=debug`: one line per socket event).
 //!
 //! `/ws` echoes whole messages; `/metrics` serves the layer's
-//! [`WebSocketStats`]; anything else is 404.
+//! [`WebSocketStats`], with the runtime's live tasks and, on Linux, the
+//! process's resident memory and CPU time; anything else is 404.
 //!
 //! hyper-util's auto builder serves HTTP/1.1 and h2c (with extended
 //! CONNECT for WebSockets over HTTP/2) on one port, and its
@@ -56,10 +58,11 @@ struct Args {
     threads: Option<usize>,
     max_sockets: usize,
     drain: Duration,
+    keep_alive: Option<Duration>,
 }
 
 const USAGE: &str = "usage: production [--addr HOST:PORT] [--threads N] [--max-sockets N] \
-                     [--drain-seconds S]";
+                     [--drain-seconds S] [--keep-alive S]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -67,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
         threads: None,
         max_sockets: 10_000,
         drain: Duration::from_secs(10),
+        keep_alive: Some(tower_websockets::DEFAULT_KEEP_ALIVE_INTERVAL),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -75,17 +79,22 @@ fn parse_args() -> Result<Args, String> {
             "--addr" => args.addr = value()?,
             "--threads" => args.threads = Some(number(&flag, &value()?)?),
             "--max-sockets" => args.max_sockets = number(&flag, &value()?)?,
-            "--drain-seconds" => {
-                let seconds: f64 = value()?
-                    .parse()
-                    .map_err(|_| format!("{flag} takes seconds"))?;
-                args.drain = Duration::try_from_secs_f64(seconds)
-                    .map_err(|_| format!("{flag} takes seconds"))?;
+            "--drain-seconds" => args.drain = seconds(&flag, &value()?)?,
+            "--keep-alive" => {
+                args.keep_alive = Some(seconds(&flag, &value()?)?).filter(|d| !d.is_zero());
             }
             _ => return Err(format!("unknown option {flag}")),
         }
     }
     Ok(args)
+}
+
+fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
+    value
+        .parse()
+        .ok()
+        .and_then(|s: f64| Duration::try_from_secs_f64(s).ok())
+        .ok_or(format!("{flag} takes seconds"))
 }
 
 fn number(flag: &str, value: &str) -> Result<usize, String> {
@@ -129,7 +138,9 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> Result<(), Box<dyn StdError>> {
-    let options = WebSocketOptions::default().max_sockets(Some(args.max_sockets));
+    let options = WebSocketOptions::default()
+        .max_sockets(Some(args.max_sockets))
+        .keep_alive_interval(args.keep_alive);
     let layer = WebSocketLayer::new(options)?;
     let drain = layer.drain_handle();
     let metrics = layer.clone();
@@ -250,26 +261,23 @@ async fn route(
 /// The counters in the Prometheus text exposition format.
 fn prometheus(stats: &WebSocketStats) -> String {
     let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    metric(
+    write_metric(
+        &mut out,
         "websocket_live_sockets",
         "gauge",
         "WebSocket requests seen and not yet finished.",
         &[("", stats.live as u64)],
     );
-    metric(
+    write_metric(
+        &mut out,
         "websocket_accepted_total",
         "counter",
         "Sockets accepted.",
         &[("", stats.accepted)],
     );
     let rejected = &stats.rejected;
-    metric(
+    write_metric(
+        &mut out,
         "websocket_rejected_total",
         "counter",
         "WebSocket requests the layer answered itself, by reason.",
@@ -279,14 +287,16 @@ fn prometheus(stats: &WebSocketStats) -> String {
             (r#"{reason="draining"}"#, rejected.draining),
         ],
     );
-    metric(
+    write_metric(
+        &mut out,
         "websocket_not_accepted_total",
         "counter",
         "WebSocket requests the handler did not turn into a socket.",
         &[("", stats.not_accepted)],
     );
     let closed = &stats.closed;
-    metric(
+    write_metric(
+        &mut out,
         "websocket_closed_total",
         "counter",
         "Finished sockets, by outcome.",
@@ -303,8 +313,37 @@ fn prometheus(stats: &WebSocketStats) -> String {
             (r#"{outcome="left_open"}"#, closed.left_open),
         ],
     );
+    write_metric(
+        &mut out,
+        "tokio_alive_tasks",
+        "gauge",
+        "Tasks alive on the server's tokio runtime.",
+        &[(
+            "",
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks() as u64,
+        )],
+    );
+    if let Some((rss, cpu)) = process_usage() {
+        write_metric(
+            &mut out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            &[("", rss)],
+        );
+        write_metric(
+            &mut out,
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time spent in seconds.",
+            &[("", cpu)],
+        );
+    }
     let traffic = &stats.traffic;
-    metric(
+    write_metric(
+        &mut out,
         "websocket_messages_total",
         "counter",
         "Data messages, by direction.",
@@ -313,7 +352,8 @@ fn prometheus(stats: &WebSocketStats) -> String {
             (r#"{direction="out"}"#, traffic.messages_out),
         ],
     );
-    metric(
+    write_metric(
+        &mut out,
         "websocket_bytes_total",
         "counter",
         "Bytes on the sockets' connections, frame headers included, by direction.",
@@ -323,6 +363,39 @@ fn prometheus(stats: &WebSocketStats) -> String {
         ],
     );
     out
+}
+
+fn write_metric<T: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: &[(&str, T)],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+/// The process's resident memory (bytes) and CPU time (seconds), from
+/// `/proc/self` on Linux.
+fn process_usage() -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command's closing parenthesis: state is field 3, utime
+    // and stime fields 14 and 15, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((rss_kib * 1024, ticks as f64 / 100.0))
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {

@@ -89,9 +89,19 @@
 //! | `WebSocketState`, `WebSocketCloseStatus` | [`WebSocketState`], [`CloseCode`] |
 //! | the `TaskCompletionSource` pattern | [`WebSocket::finished`] |
 //! | `CloseOutputAsync` / `Abort` from another thread | [`WebSocketHandle`] ([`WebSocket::handle`]) |
+//! | graceful shutdown (no ASP.NET analog) | [`DrainHandle`] ([`WebSocketLayer::drain_handle`]) |
+//! | counters (ASP.NET's event counters) | [`WebSocketStats`] ([`WebSocketLayer::stats`]) |
 //!
-//! See [`layer`] for where to place the layer in a stack and what outer
-//! and inner layers see, and [`WebSocket`] for the close handshake.
+//! See [`layer`] for where to place the layer in a stack, what outer and
+//! inner layers see, the socket cap, draining and the counters, and
+//! [`WebSocket`] for the close handshake.
+//!
+//! Each socket has a `websocket` [`tracing`](https://docs.rs/tracing)
+//! span (path, HTTP version, subprotocol, extensions); at `debug` the
+//! crate reports when a socket finishes (outcome, code, reason, who closed
+//! first, duration, traffic), protocol errors, keep-alive and close
+//! timeouts, and rejected handshakes. Nothing is formatted when the level
+//! is off.
 //!
 //! # Limits and deadlines
 //!
@@ -115,6 +125,7 @@
 //! | a peer that vanished without closing (half-open), or stopped reading our output | [`keep_alive_interval`](WebSocketOptions::keep_alive_interval) + [`keep_alive_timeout`](WebSocketOptions::keep_alive_timeout): 30 s + 30 s |
 //! | a send waiting at the bound | the same: the peer read none of it since a ping |
 //! | a request pipeline that completed while it waited on its socket (a timeout inside the layer) | closed with 1011 at once (see [`layer`]) |
+//! | sockets closing in a drain ([`DrainHandle::drain`]) | [`DrainOptions::deadline`], 10 s, then aborted |
 //! | the opening handshake: first bytes, request headers | the server's, before this crate sees the request: give hyper a timer and a header-read timeout, and bound the first bytes, as the examples do (README, "Running in production") |
 //!
 //! # Requirements

@@ -46,6 +46,15 @@
 //! client waits with no answer. The cap answers at once, so a client (or a
 //! load balancer) can retry elsewhere.
 //!
+//! # Draining and counters
+//!
+//! [`WebSocketLayer::drain_handle`] returns the [`DrainHandle`] that
+//! drains the layer's sockets for a graceful shutdown: upgrades answered
+//! `503`, every open socket sent 1001 (going away), a wait bounded by a
+//! deadline, the rest aborted. [`WebSocketLayer::stats`] reads the
+//! layer's counters ([`WebSocketStats`](crate::WebSocketStats)): live
+//! sockets, accepts, rejections by reason, closes by outcome, traffic.
+//!
 //! # Request timeouts
 //!
 //! Put a request timeout (tower's `Timeout`, tower-http's `TimeoutLayer`)
