@@ -44,7 +44,6 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_websockets::{
     DrainOptions, Message, WebSocketLayer, WebSocketOptions, WebSocketStats, WebSocketUpgrade,
@@ -148,7 +147,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn StdError>> {
         .layer(layer)
         .service_fn(move |req| route(req, metrics.clone()));
 
-    let listener = TcpListener::bind(&args.addr)
+    let listener = common::bind(&args.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     println!("Listening on http://{}", listener.local_addr()?);

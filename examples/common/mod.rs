@@ -128,3 +128,28 @@ pub(crate) async fn shutdown_signal() {
         () = terminate => {}
     }
 }
+
+/// The accept queue the examples ask the kernel for (Linux caps it at
+/// `net.core.somaxconn`, 4096 by default). tokio's `TcpListener::bind`
+/// asks for 128 (mio, as the standard library), and a burst of reconnecting
+/// clients (a drained node's users coming back) overflows a short queue:
+/// the kernel drops the SYNs and the clients retry a second later.
+pub(crate) const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (the first address it resolves to) with
+/// [`LISTEN_BACKLOG`].
+pub(crate) async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = match addr {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("the address resolved to nothing")))
+}

@@ -69,7 +69,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -139,7 +139,7 @@ async fn serve(args: &Args) -> Result<(), Box<dyn StdError>> {
     if args.deflate {
         options = options.permessage_deflate(Some(DeflateOptions::default()));
     }
-    let listener = TcpListener::bind(addr)
+    let listener = common::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     println!("Listening on http://{}", listener.local_addr()?);
