@@ -63,7 +63,7 @@ usage: soak waves --addr HOST:PORT [--path /ws] --sockets N --duration SECS
                   [--messages M] [--size BYTES] [--sources IP,IP,...]
                   [--concurrency K] [--drop-percent P] [--settle SECS]
        soak idle  --addr HOST:PORT [--path /ws] --sockets N --hold SECS
-                  [--sources IP,IP,...] [--concurrency K]";
+                  [--sources IP,IP,...] [--concurrency K] [--h2 CONNECTIONS]";
 
 /// Connect and upgrade.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,6 +114,9 @@ struct Args {
     settle: Duration,
     // idle
     hold: Duration,
+    /// `--h2 C`: the sockets are WebSocket streams (RFC 8441) over C h2c
+    /// connections instead of one TCP connection each.
+    h2: Option<usize>,
 }
 
 impl Args {
@@ -149,6 +152,7 @@ impl Args {
             drop_percent: 10,
             settle: Duration::from_secs(10),
             hold: Duration::ZERO,
+            h2: None,
         };
         let (mut addr, mut sockets, mut duration, mut hold) = (false, false, false, false);
         while let Some(flag) = it.next() {
@@ -160,8 +164,8 @@ impl Args {
             if waves_only && mode != Mode::Waves {
                 return Err(format!("{flag} is an option of waves, not idle"));
             }
-            if flag == "--hold" && mode != Mode::Idle {
-                return Err("--hold is an option of idle, not waves".into());
+            if matches!(flag, "--hold" | "--h2") && mode != Mode::Idle {
+                return Err(format!("{flag} is an option of idle, not waves"));
             }
             match flag {
                 "--addr" => {
@@ -196,6 +200,13 @@ impl Args {
                 "--hold" => {
                     args.hold = seconds(&value(&mut it, flag)?, flag)?;
                     hold = true;
+                }
+                "--h2" => {
+                    let connections: usize = number(&value(&mut it, flag)?, flag)?;
+                    if connections == 0 {
+                        return Err("--h2 takes a positive number of connections".into());
+                    }
+                    args.h2 = Some(connections);
                 }
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other:?}")),
@@ -691,12 +702,30 @@ async fn run_idle(args: &Args, target: Arc<Target>) -> Report {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (open_tx, mut open_rx) = mpsc::unbounded_channel::<Result<(), String>>();
     let open_start = Instant::now();
+    // Over HTTP/2, the connections first (each socket is a stream on one).
+    let mut senders = Vec::new();
+    for index in 0..args.h2.unwrap_or(0) {
+        match h2::connect(&target, index).await {
+            Ok(sender) => senders.push(sender),
+            Err(e) => {
+                errors.push(format!("h2 connection {index}: {e}"));
+                return Report::failed(Mode::Idle, errors);
+            }
+        }
+    }
     let tasks: Vec<_> = (0..n)
         .map(|index| {
             let (target, gate, pings) = (target.clone(), gate.clone(), pings.clone());
             let (open_tx, stop_rx) = (open_tx.clone(), stop_rx.clone());
+            let sender = (!senders.is_empty()).then(|| senders[index % senders.len()].clone());
             tokio::spawn(async move {
-                idle_socket(index, &target, &gate, open_tx, stop_rx, &pings).await
+                match sender {
+                    Some(sender) => {
+                        h2::idle_socket(index, sender, &target, &gate, open_tx, stop_rx, &pings)
+                            .await
+                    }
+                    None => idle_socket(index, &target, &gate, open_tx, stop_rx, &pings).await,
+                }
             })
         })
         .collect();
@@ -772,13 +801,14 @@ async fn run_idle(args: &Args, target: Arc<Target>) -> Report {
     let live_open = open.as_ref().and_then(Metrics::live);
 
     let json = format!(
-        "{{\"mode\":\"idle\",\"sockets\":{n},\"opened\":{opened},\"concurrency\":{},\
+        "{{\"mode\":\"idle\",\"sockets\":{n},\"h2_connections\":{},\"opened\":{opened},\"concurrency\":{},\
          \"sources\":{},\"open_secs\":{open_secs:.3},\"opens_per_s\":{opens_per_s:.1},\
          \"live_sockets_open\":{},\"rss_mib\":{{\"before\":{},\"open\":{},\"end\":{},\"after\":{}}},\
          \"kib_per_socket\":{},\"hold_secs\":{hold_secs:.3},\"server_cpu_pct\":{},\
          \"pings_answered\":{hold_pings},\"pings_per_s\":{pings_per_s:.1},\
          \"closed_cleanly\":{clean},\"closed_by_server\":{by_server},\
          \"final_live_sockets\":{},\"errors\":{}}}",
+        args.h2.unwrap_or(0),
         args.concurrency,
         args.sources.len(),
         json_opt(live_open, 0),
@@ -791,8 +821,12 @@ async fn run_idle(args: &Args, target: Arc<Target>) -> Report {
         json_opt(last_live, 0),
         errors.count,
     );
+    let over = match args.h2 {
+        Some(c) => format!(" (HTTP/2 streams over {c} connections)"),
+        None => String::new(),
+    };
     let mut human = format!(
-        "idle: {opened} of {n} sockets opened in {open_secs:.2} s ({opens_per_s:.0}/s); \
+        "idle{over}: {opened} of {n} sockets opened in {open_secs:.2} s ({opens_per_s:.0}/s); \
          RSS {}/{}/{}/{} MiB (before/open/end/after) = {} KiB/socket; \
          server CPU {}% over a {hold_secs:.1} s hold, {hold_pings} pings answered \
          ({pings_per_s:.1}/s); {clean} closed cleanly",
@@ -1451,5 +1485,197 @@ mod tests {
         assert!(compare(b"abc", b"abc").is_ok());
         assert!(compare(b"abc", b"abd").unwrap_err().contains("byte 2"));
         assert!(compare(b"abc", b"ab").unwrap_err().contains("2 bytes"));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// idle sockets over HTTP/2 (RFC 8441)
+
+mod h2 {
+    use super::*;
+
+    use http_body_util::Empty;
+    use hyper::body::Bytes;
+    use hyper::client::conn::http2::{self, SendRequest};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    pub(super) type Sender = SendRequest<Empty<Bytes>>;
+
+    /// An h2c (prior knowledge) connection, its SETTINGS received.
+    pub(super) async fn connect(target: &Target, index: usize) -> Result<Sender, String> {
+        let connecting = async {
+            let tcp = target
+                .connect(index)
+                .await
+                .map_err(|e| format!("connect to {}: {e}", target.addr))?;
+            tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+            let (mut sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .handshake(TokioIo::new(tcp))
+                .await
+                .map_err(|e| format!("h2 handshake: {e}"))?;
+            tokio::spawn(connection);
+            sender
+                .ready()
+                .await
+                .map_err(|e| format!("h2 settings: {e}"))?;
+            Ok(sender)
+        };
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
+            .await
+            .map_err(|_| format!("h2 connection timed out after {HANDSHAKE_TIMEOUT:?}"))?
+    }
+
+    type Stream = TokioIo<hyper::upgrade::Upgraded>;
+
+    /// An extended CONNECT for a WebSocket; the upgraded stream.
+    async fn open(sender: &mut Sender, target: &Target) -> Result<Stream, String> {
+        let opening = async {
+            let mut request =
+                hyper::Request::connect(format!("http://{}{}", target.host, target.path))
+                    .version(hyper::Version::HTTP_2)
+                    .header("sec-websocket-version", "13")
+                    .body(Empty::new())
+                    .map_err(|e| e.to_string())?;
+            request
+                .extensions_mut()
+                .insert(hyper::ext::Protocol::from_static("websocket"));
+            sender.ready().await.map_err(|e| format!("h2: {e}"))?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| format!("extended CONNECT: {e}"))?;
+            if response.status() != hyper::StatusCode::OK {
+                return Err(format!("extended CONNECT answered {}", response.status()));
+            }
+            let upgraded = hyper::upgrade::on(response)
+                .await
+                .map_err(|e| format!("upgrade: {e}"))?;
+            Ok(TokioIo::new(upgraded))
+        };
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, opening)
+            .await
+            .map_err(|_| format!("handshake timed out after {HANDSHAKE_TIMEOUT:?}"))?
+    }
+
+    /// Takes a whole frame (opcode, payload) off `buf`, if there is one.
+    fn take_frame(buf: &mut Vec<u8>) -> Result<Option<(u8, Vec<u8>)>, String> {
+        let Some((header_len, len)) = parse_header(buf)? else {
+            return Ok(None);
+        };
+        if buf.len() < header_len + len {
+            return Ok(None);
+        }
+        let opcode = buf[0] & 0x0f;
+        let payload = buf[header_len..header_len + len].to_vec();
+        buf.drain(..header_len + len);
+        if buf.is_empty() {
+            *buf = Vec::new();
+        }
+        Ok(Some((opcode, payload)))
+    }
+
+    /// Reads a little more onto `buf`; `Ok(0)` at the end of the stream.
+    /// Cancel-safe.
+    async fn read_more(io: &mut Stream, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let mut chunk = [0u8; 256];
+        let n = io.read(&mut chunk).await?;
+        buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// One idle socket as a stream: open (and say so), answer pings until
+    /// told to stop, then close.
+    pub(super) async fn idle_socket(
+        index: usize,
+        mut sender: Sender,
+        target: &Target,
+        gate: &Semaphore,
+        open_tx: mpsc::UnboundedSender<Result<(), String>>,
+        mut stop: watch::Receiver<bool>,
+        pings: &AtomicU64,
+    ) -> Result<IdleEnd, String> {
+        let opened = match gate.acquire().await {
+            Ok(_permit) => open(&mut sender, target).await,
+            Err(e) => Err(e.to_string()),
+        };
+        drop(sender);
+        let mut io = match opened {
+            Ok(io) => {
+                let _ = open_tx.send(Ok(()));
+                io
+            }
+            Err(e) => {
+                let _ = open_tx.send(Err(format!("socket {index}: {e}")));
+                return Ok(IdleEnd::NotOpened);
+            }
+        };
+        drop(open_tx);
+        let fail = |what: String| format!("socket {index}: {what}");
+        let mut buf = Vec::new();
+        loop {
+            while let Some((opcode, payload)) = take_frame(&mut buf).map_err(fail)? {
+                match opcode {
+                    0x9 => {
+                        let pong = client_frame(0xA, &payload);
+                        tokio::time::timeout(ECHO_TIMEOUT, io.write_all(&pong))
+                            .await
+                            .map_err(|_| fail("pong write timed out".into()))?
+                            .map_err(|e| fail(format!("write: {e}")))?;
+                        pings.fetch_add(1, Ordering::Relaxed);
+                    }
+                    0xA => {}
+                    0x8 => {
+                        let code = close_code(&payload).map_err(fail)?;
+                        let answer = code.map(u16::to_be_bytes);
+                        let close = client_frame(0x8, answer.as_ref().map_or(&[][..], |c| &c[..]));
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, io.write_all(&close)).await;
+                        return Ok(IdleEnd::ClosedByServer);
+                    }
+                    op => {
+                        return Err(fail(format!(
+                            "unexpected frame (opcode {op:#x}) while idle"
+                        )));
+                    }
+                }
+            }
+            tokio::select! {
+                read = read_more(&mut io, &mut buf) => match read {
+                    Ok(0) => return Err(fail("the server ended the stream".into())),
+                    Ok(_) => {}
+                    Err(e) => return Err(fail(format!("read: {e}"))),
+                },
+                _ = stop.changed() => break,
+            }
+        }
+        let _permit = gate.acquire().await.map_err(|e| fail(e.to_string()))?;
+        let closing = async {
+            io.write_all(&client_frame(0x8, &1000u16.to_be_bytes()))
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+            loop {
+                while let Some((opcode, payload)) = take_frame(&mut buf)? {
+                    match opcode {
+                        0x8 => {
+                            return match close_code(&payload)? {
+                                Some(1000) => Ok(()),
+                                code => Err(format!("server closed with {code:?}, not 1000")),
+                            };
+                        }
+                        0x9 | 0xA => {}
+                        op => return Err(format!("a frame (opcode {op:#x}) after our close")),
+                    }
+                }
+                match read_more(&mut io, &mut buf).await {
+                    Ok(0) => return Err("the stream ended before the server's close".into()),
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("read: {e}")),
+                }
+            }
+        };
+        tokio::time::timeout(CLOSE_TIMEOUT, closing)
+            .await
+            .map_err(|_| fail(format!("not closed within {CLOSE_TIMEOUT:?}")))?
+            .map_err(|e| fail(format!("close: {e}")))?;
+        Ok(IdleEnd::Closed)
     }
 }
