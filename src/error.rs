@@ -8,9 +8,10 @@ use crate::socket::Message;
 /// Why a [`WebSocket`](crate::WebSocket) operation or an
 /// [`accept`](crate::WebSocketUpgrade::accept) failed.
 ///
-/// Formatting prints this error only; the cause, where there is one (an
-/// I/O error, a protocol violation, hyper's upgrade error), is returned by
-/// [`source`](std::error::Error::source), never repeated in `Display`.
+/// `Display` says what went wrong including its cause (the I/O error, the
+/// protocol violation and the close code sent, hyper's upgrade error), so
+/// `{err}` alone is a useful log line; the cause is also returned by
+/// [`source`](std::error::Error::source), to downcast or walk.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -55,23 +56,31 @@ pub enum Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Error::Io(_) => "websocket i/o error",
-            Error::Protocol(_) => "websocket protocol error",
-            Error::ConnectionReset => "connection closed without a close handshake",
-            Error::Aborted => "websocket was aborted",
-            Error::Closed => "websocket is closed",
-            Error::SendAfterClose => "cannot send after the close frame was sent",
-            Error::KeepAliveTimeout => {
-                "peer did not answer the keep-alive ping, or read none of our output, in time"
+        match self {
+            Error::Io(e) => write!(f, "websocket i/o error: {e}"),
+            Error::Protocol(e) => write!(
+                f,
+                "websocket protocol error: {e} (closed with {})",
+                e.close_code().as_u16()
+            ),
+            Error::Upgrade(e) => write!(f, "connection upgrade failed: {e}"),
+            Error::ConnectionReset => f.write_str("connection closed without a close handshake"),
+            Error::Aborted => f.write_str("websocket was aborted"),
+            Error::Closed => f.write_str("websocket is closed"),
+            Error::SendAfterClose => f.write_str("cannot send after the close frame was sent"),
+            Error::KeepAliveTimeout => f.write_str(
+                "peer did not answer the keep-alive ping, or read none of our output, in time",
+            ),
+            Error::CloseTimeout => f.write_str("peer did not answer the close frame in time"),
+            Error::InvalidArgument(message) => f.write_str(message),
+            Error::AlreadyAccepted => f.write_str("websocket request was already accepted"),
+            Error::SubprotocolNotOffered => {
+                f.write_str("subprotocol was not offered by the client")
             }
-            Error::CloseTimeout => "peer did not answer the close frame in time",
-            Error::InvalidArgument(message) => message,
-            Error::AlreadyAccepted => "websocket request was already accepted",
-            Error::SubprotocolNotOffered => "subprotocol was not offered by the client",
-            Error::HandshakeAborted => "connection ended before the handshake response was sent",
-            Error::Upgrade(_) => "connection upgrade failed",
-        })
+            Error::HandshakeAborted => {
+                f.write_str("connection ended before the handshake response was sent")
+            }
+        }
     }
 }
 
@@ -149,5 +158,25 @@ impl std::error::Error for TrySendError {
 impl From<Error> for TrySendError {
     fn from(error: Error) -> Self {
         TrySendError::Failed(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_carries_the_cause() {
+        let protocol = Error::Protocol(ProtocolError::InvalidUtf8);
+        let text = protocol.to_string();
+        assert!(text.starts_with("websocket protocol error: "), "{text}");
+        assert!(
+            text.contains(&ProtocolError::InvalidUtf8.to_string()),
+            "{text}"
+        );
+        assert!(text.ends_with("(closed with 1007)"), "{text}");
+        let io = Error::Io(io::Error::new(io::ErrorKind::BrokenPipe, "pipe gone"));
+        assert_eq!(io.to_string(), "websocket i/o error: pipe gone");
+        assert!(std::error::Error::source(&io).is_some());
     }
 }

@@ -176,13 +176,13 @@ impl DeflateOptions {
 
     pub(crate) fn validate(&self) -> Result<(), OptionsError> {
         if !(8..=15).contains(&self.server_max_window_bits) {
-            return Err(OptionsError::new("server_max_window_bits must be 8 to 15"));
+            return Err(OptionsError::WindowBits);
         }
         if !(8..=15).contains(&self.client_max_window_bits) {
-            return Err(OptionsError::new("client_max_window_bits must be 8 to 15"));
+            return Err(OptionsError::WindowBits);
         }
         if self.level > 9 {
-            return Err(OptionsError::new("the compression level must be 0 to 9"));
+            return Err(OptionsError::CompressionLevel);
         }
         Ok(())
     }
@@ -444,34 +444,24 @@ impl WebSocketOptions {
     /// Checks the settings and normalises the origins.
     pub(crate) fn validate(mut self) -> Result<Self, OptionsError> {
         if self.keep_alive_interval == Some(Duration::ZERO) {
-            return Err(OptionsError::new(
-                "keep_alive_interval must be non-zero (use None to disable)",
-            ));
+            return Err(OptionsError::ZeroKeepAliveInterval);
         }
         if self.keep_alive_timeout == Some(Duration::ZERO) {
-            return Err(OptionsError::new(
-                "keep_alive_timeout must be non-zero (use None to disable)",
-            ));
+            return Err(OptionsError::ZeroKeepAliveTimeout);
         }
         if self.max_sockets == Some(0) {
-            return Err(OptionsError::new(
-                "max_sockets must be at least 1 (use None for no cap)",
-            ));
+            return Err(OptionsError::ZeroMaxSockets);
         }
         if self.receive_buffer_size < 256 {
-            return Err(OptionsError::new(
-                "receive_buffer_size must be at least 256 bytes",
-            ));
+            return Err(OptionsError::ReceiveBufferTooSmall);
         }
         if self.max_frame_size == 0 || self.max_message_size == 0 {
-            return Err(OptionsError::new(
-                "max_frame_size and max_message_size must be non-zero",
-            ));
+            return Err(OptionsError::ZeroSizeLimit);
         }
         // A frame can never be longer than the message it belongs to.
         self.max_frame_size = self.max_frame_size.min(self.max_message_size);
         if self.close_timeout.is_zero() {
-            return Err(OptionsError::new("close_timeout must be non-zero"));
+            return Err(OptionsError::ZeroCloseTimeout);
         }
         if let Some(deflate) = &self.permessage_deflate {
             deflate.validate()?;
@@ -479,9 +469,7 @@ impl WebSocketOptions {
         for origin in &mut self.allowed_origins {
             let trimmed = origin.trim();
             if trimmed.is_empty() || HeaderValue::from_str(trimmed).is_err() {
-                return Err(OptionsError::new(
-                    "allowed_origins holds an empty or invalid origin",
-                ));
+                return Err(OptionsError::InvalidOrigin);
             }
             *origin = trimmed.trim_end_matches('/').to_ascii_lowercase();
         }
@@ -527,22 +515,55 @@ impl fmt::Debug for WebSocketOptions {
     }
 }
 
-/// A [`WebSocketOptions`] setting that cannot work, reported by
-/// [`WebSocketLayer::new`](crate::WebSocketLayer::new).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OptionsError {
-    message: &'static str,
-}
-
-impl OptionsError {
-    fn new(message: &'static str) -> Self {
-        OptionsError { message }
-    }
+/// A [`WebSocketOptions`] (or [`DeflateOptions`]) setting that cannot
+/// work, reported by [`WebSocketLayer::new`](crate::WebSocketLayer::new),
+/// [`WebSocketService::new`](crate::WebSocketService::new) and
+/// [`WebSocket::from_raw_socket`](crate::WebSocket::from_raw_socket).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OptionsError {
+    /// [`WebSocketOptions::keep_alive_interval`] is zero (use `None` to
+    /// disable keep-alive).
+    ZeroKeepAliveInterval,
+    /// [`WebSocketOptions::keep_alive_timeout`] is zero (use `None` to
+    /// disable it).
+    ZeroKeepAliveTimeout,
+    /// [`WebSocketOptions::max_sockets`] is `Some(0)` (use `None` for no
+    /// cap).
+    ZeroMaxSockets,
+    /// [`WebSocketOptions::receive_buffer_size`] is under 256 bytes.
+    ReceiveBufferTooSmall,
+    /// [`WebSocketOptions::max_frame_size`] or
+    /// [`WebSocketOptions::max_message_size`] is zero.
+    ZeroSizeLimit,
+    /// [`WebSocketOptions::close_timeout`] is zero.
+    ZeroCloseTimeout,
+    /// [`WebSocketOptions::allowed_origins`] holds an empty origin or one
+    /// that is not a valid header value.
+    InvalidOrigin,
+    /// A [`DeflateOptions`] window size is outside 8 to 15 bits.
+    WindowBits,
+    /// [`DeflateOptions::level`] is over 9.
+    CompressionLevel,
 }
 
 impl fmt::Display for OptionsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.message)
+        f.write_str(match self {
+            OptionsError::ZeroKeepAliveInterval => {
+                "keep_alive_interval must be non-zero (use None to disable)"
+            }
+            OptionsError::ZeroKeepAliveTimeout => {
+                "keep_alive_timeout must be non-zero (use None to disable)"
+            }
+            OptionsError::ZeroMaxSockets => "max_sockets must be at least 1 (use None for no cap)",
+            OptionsError::ReceiveBufferTooSmall => "receive_buffer_size must be at least 256 bytes",
+            OptionsError::ZeroSizeLimit => "max_frame_size and max_message_size must be non-zero",
+            OptionsError::ZeroCloseTimeout => "close_timeout must be non-zero",
+            OptionsError::InvalidOrigin => "allowed_origins holds an empty or invalid origin",
+            OptionsError::WindowBits => "permessage-deflate window bits must be 8 to 15",
+            OptionsError::CompressionLevel => "the compression level must be 0 to 9",
+        })
     }
 }
 
@@ -563,24 +584,55 @@ mod tests {
     }
 
     #[test]
-    fn bad_settings_are_reported() {
+    fn bad_settings_are_reported_as_matchable_errors() {
+        use OptionsError::*;
+        let deflate = |d: DeflateOptions| WebSocketOptions::default().permessage_deflate(Some(d));
         let bad = [
-            WebSocketOptions::default().keep_alive_interval(Some(Duration::ZERO)),
-            WebSocketOptions::default().receive_buffer_size(10),
-            WebSocketOptions::default().max_frame_size(0),
-            WebSocketOptions::default().close_timeout(Duration::ZERO),
-            WebSocketOptions::default().max_sockets(Some(0)),
-            WebSocketOptions::default().allowed_origins([""]),
-            WebSocketOptions::default().allowed_origins(["bad\norigin"]),
-            WebSocketOptions::default()
-                .permessage_deflate(Some(DeflateOptions::default().server_max_window_bits(7))),
-            WebSocketOptions::default()
-                .permessage_deflate(Some(DeflateOptions::default().client_max_window_bits(16))),
-            WebSocketOptions::default()
-                .permessage_deflate(Some(DeflateOptions::default().level(10))),
+            (
+                WebSocketOptions::default().keep_alive_interval(Some(Duration::ZERO)),
+                ZeroKeepAliveInterval,
+            ),
+            (
+                WebSocketOptions::default().keep_alive_timeout(Some(Duration::ZERO)),
+                ZeroKeepAliveTimeout,
+            ),
+            (
+                WebSocketOptions::default().receive_buffer_size(10),
+                ReceiveBufferTooSmall,
+            ),
+            (WebSocketOptions::default().max_frame_size(0), ZeroSizeLimit),
+            (
+                WebSocketOptions::default().close_timeout(Duration::ZERO),
+                ZeroCloseTimeout,
+            ),
+            (
+                WebSocketOptions::default().max_sockets(Some(0)),
+                ZeroMaxSockets,
+            ),
+            (
+                WebSocketOptions::default().allowed_origins([""]),
+                InvalidOrigin,
+            ),
+            (
+                WebSocketOptions::default().allowed_origins(["bad\norigin"]),
+                InvalidOrigin,
+            ),
+            (
+                deflate(DeflateOptions::default().server_max_window_bits(7)),
+                WindowBits,
+            ),
+            (
+                deflate(DeflateOptions::default().client_max_window_bits(16)),
+                WindowBits,
+            ),
+            (
+                deflate(DeflateOptions::default().level(10)),
+                CompressionLevel,
+            ),
         ];
-        for options in bad {
-            assert!(options.validate().is_err());
+        for (options, expected) in bad {
+            assert_eq!(options.validate().unwrap_err(), expected);
+            assert!(!expected.to_string().is_empty());
         }
     }
 

@@ -74,6 +74,8 @@ pub(crate) struct Pending {
 #[non_exhaustive]
 pub struct AcceptOptions {
     subprotocol: Option<String>,
+    /// The server's subprotocols, in its order of preference.
+    protocols: Vec<String>,
     keep_alive_interval: Option<Option<Duration>>,
     keep_alive_timeout: Option<Option<Duration>>,
     permessage_deflate: Option<Option<DeflateOptions>>,
@@ -91,6 +93,23 @@ impl AcceptOptions {
     #[must_use]
     pub fn subprotocol(mut self, protocol: impl Into<String>) -> Self {
         self.subprotocol = Some(protocol.into());
+        self
+    }
+
+    /// The subprotocols this server speaks, in its order of preference:
+    /// the accept answers with the first of them the client offered, or
+    /// with none if the client offered none of them (the socket is
+    /// accepted either way, as axum's `WebSocketUpgrade::protocols` does).
+    /// A [`subprotocol`](Self::subprotocol) chosen by hand takes
+    /// precedence. The choice is on the socket:
+    /// [`WebSocket::subprotocol`](crate::WebSocket::subprotocol).
+    #[must_use]
+    pub fn protocols<I>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.protocols = protocols.into_iter().map(Into::into).collect();
         self
     }
 
@@ -169,6 +188,16 @@ impl WebSocketUpgrade {
         self.inner.handshake.subprotocols.iter().map(|p| &**p)
     }
 
+    /// The first of `supported` (the server's subprotocols, in its order
+    /// of preference) that the client offered, compared exactly; what
+    /// [`AcceptOptions::protocols`] answers with.
+    pub fn select_subprotocol<'a, S: AsRef<str>>(&self, supported: &'a [S]) -> Option<&'a str> {
+        supported
+            .iter()
+            .map(AsRef::as_ref)
+            .find(|wanted| self.requested_subprotocols().any(|offered| offered == *wanted))
+    }
+
     /// The extensions the client offered in `Sec-WebSocket-Extensions`.
     /// None is negotiated yet.
     pub fn requested_extensions(&self) -> impl Iterator<Item = &str> {
@@ -206,7 +235,7 @@ impl WebSocketUpgrade {
         let subprotocol = match options.subprotocol {
             Some(chosen) if self.requested_subprotocols().any(|p| p == chosen) => Some(chosen),
             Some(_) => return Err(Error::SubprotocolNotOffered),
-            None => None,
+            None => self.select_subprotocol(&options.protocols).map(str::to_owned),
         };
         let deflate = match options.permessage_deflate {
             Some(deflate) => deflate,

@@ -329,3 +329,44 @@ async fn several_frames_in_same_write_as_upgrade_request_are_not_lost() {
     assert_eq!(&close.payload[2..], b"done");
     assert!(client.read_frame().await.is_none());
 }
+
+/// `AcceptOptions::protocols`: the first of the server's subprotocols
+/// that the client offered, in the server's order; none offered is still
+/// accepted, without the header.
+#[tokio::test]
+async fn the_server_picks_its_first_subprotocol_the_client_offered() {
+    let service = ServiceBuilder::new()
+        .layer(WebSocketLayer::new(WebSocketOptions::default()).unwrap())
+        .service_fn(|mut req: Request<Incoming>| async move {
+            let upgrade = WebSocketUpgrade::from_request(&mut req).unwrap();
+            let options = tower_websockets::AcceptOptions::new().protocols(["superchat", "chat"]);
+            let socket = upgrade.accept_with(options).await.unwrap();
+            // The choice is on the socket too: echo it as a text message.
+            let chosen = socket.subprotocol().unwrap_or("none").to_owned();
+            let mut socket = socket;
+            socket.send_message(chosen.into()).await.unwrap();
+            Ok::<_, Infallible>(Response::<Body>::default())
+        });
+    let addr = serve(service).await;
+    for (offered, chosen) in [
+        (Some("chat, superchat"), Some("superchat")),
+        (Some("chat"), Some("chat")),
+        (Some("other, chat"), Some("chat")),
+        (Some("other"), None),
+        (None, None),
+    ] {
+        let header = offered.map(|p| format!("Sec-WebSocket-Protocol: {p}"));
+        let extra: Vec<&str> = header.iter().map(String::as_str).collect();
+        let (stream, head, rest) = raw_request(addr, &handshake_request("/ws", &extra), &[]).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let answered = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-protocol")
+                .then(|| value.trim().to_owned())
+        });
+        assert_eq!(answered.as_deref(), chosen, "offered {offered:?}");
+        let mut client = RawClient { stream, buf: rest };
+        let (_, text) = client.read_message().await;
+        assert_eq!(text, chosen.unwrap_or("none").as_bytes(), "offered {offered:?}");
+    }
+}
