@@ -166,7 +166,7 @@ pub use error::{Error, TrySendError};
 pub use handshake::HandshakeRejection;
 pub use layer::{
     DEFAULT_DRAIN_DEADLINE, DEFAULT_DRAIN_REASON, DrainHandle, DrainOptions, DrainReport,
-    ResponseFuture, WebSocketLayer, WebSocketService,
+    ResponseBody, ResponseFuture, WebSocketLayer, WebSocketService,
 };
 pub use options::{
     DEFAULT_CLOSE_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_KEEP_ALIVE_TIMEOUT,

@@ -192,10 +192,10 @@ impl WebSocketUpgrade {
     /// of preference) that the client offered, compared exactly; what
     /// [`AcceptOptions::protocols`] answers with.
     pub fn select_subprotocol<'a, S: AsRef<str>>(&self, supported: &'a [S]) -> Option<&'a str> {
-        supported
-            .iter()
-            .map(AsRef::as_ref)
-            .find(|wanted| self.requested_subprotocols().any(|offered| offered == *wanted))
+        supported.iter().map(AsRef::as_ref).find(|wanted| {
+            self.requested_subprotocols()
+                .any(|offered| offered == *wanted)
+        })
     }
 
     /// The extensions the client offered in `Sec-WebSocket-Extensions`.
@@ -235,7 +235,9 @@ impl WebSocketUpgrade {
         let subprotocol = match options.subprotocol {
             Some(chosen) if self.requested_subprotocols().any(|p| p == chosen) => Some(chosen),
             Some(_) => return Err(Error::SubprotocolNotOffered),
-            None => self.select_subprotocol(&options.protocols).map(str::to_owned),
+            None => self
+                .select_subprotocol(&options.protocols)
+                .map(str::to_owned),
         };
         let deflate = match options.permessage_deflate {
             Some(deflate) => deflate,

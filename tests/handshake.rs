@@ -367,6 +367,10 @@ async fn the_server_picks_its_first_subprotocol_the_client_offered() {
         assert_eq!(answered.as_deref(), chosen, "offered {offered:?}");
         let mut client = RawClient { stream, buf: rest };
         let (_, text) = client.read_message().await;
-        assert_eq!(text, chosen.unwrap_or("none").as_bytes(), "offered {offered:?}");
+        assert_eq!(
+            text,
+            chosen.unwrap_or("none").as_bytes(),
+            "offered {offered:?}"
+        );
     }
 }

@@ -244,7 +244,10 @@ const INNER_TIMEOUT: Duration = Duration::from_millis(300);
 /// of the layer between (the in-flight count) is released only then.
 async fn assert_timeout_closes_with_1011<S>(service: S, mut count_rx: watch::Receiver<usize>)
 where
-    S: Service<Request<Incoming>, Response = Response<Body>> + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<tower_websockets::ResponseBody<Body>>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {

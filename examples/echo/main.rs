@@ -75,8 +75,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower_websockets::{
-    DeflateOptions, DrainOptions, Error, Message, MessageType, WebSocket, WebSocketLayer,
-    WebSocketOptions, WebSocketUpgrade,
+    DeflateOptions, DrainOptions, Error, Message, MessageType, ResponseBody, WebSocket,
+    WebSocketLayer, WebSocketOptions, WebSocketUpgrade,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -223,7 +223,7 @@ async fn serve_connection<S>(
     handshake: Duration,
 ) -> Result<(), Box<dyn StdError + Send + Sync>>
 where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>>
+    S: hyper::service::Service<Request<Incoming>, Response = Response<ResponseBody<Body>>>
         + Clone
         + Send
         + 'static,

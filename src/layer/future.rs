@@ -8,6 +8,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use pin_project_lite::pin_project;
 use tokio::sync::{oneshot, watch};
 
+use super::ResponseBody;
 use super::live::Slot;
 use crate::socket::PipelineLink;
 
@@ -33,7 +34,7 @@ pin_project! {
             future: F,
         },
         Rejected {
-            response: Option<Response<B>>,
+            response: Option<Response<ResponseBody<B>>>,
         },
         Upgrading {
             // Boxed so it can move to the holding task after being polled.
@@ -55,11 +56,8 @@ impl<F, B> ResponseFuture<F, B> {
         }
     }
 
-    pub(crate) fn rejected(status: StatusCode, retry_after: Option<HeaderValue>) -> Self
-    where
-        B: Default,
-    {
-        let mut response = Response::new(B::default());
+    pub(crate) fn rejected(status: StatusCode, retry_after: Option<HeaderValue>) -> Self {
+        let mut response = Response::new(ResponseBody::empty());
         *response.status_mut() = status;
         if let Some(retry_after) = retry_after {
             response
@@ -95,13 +93,14 @@ impl<F, B> ResponseFuture<F, B> {
 impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>> + Send + 'static,
-    B: Default,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::PassThrough { future } => future.poll(cx),
+            StateProj::PassThrough { future } => future
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(ResponseBody::new))),
             StateProj::Rejected { response } => {
                 Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
@@ -121,7 +120,7 @@ where
                     let Some(handshake) = handshake else {
                         future.take();
                         slot.take();
-                        return Poll::Ready(output);
+                        return Poll::Ready(output.map(|response| response.map(ResponseBody::new)));
                     };
                     drop(output);
                     hold(
@@ -131,7 +130,7 @@ where
                         pipeline.clone(),
                         slot.take(),
                     );
-                    return Poll::Ready(Ok(handshake.map(|()| B::default())));
+                    return Poll::Ready(Ok(handshake.map(|()| ResponseBody::empty())));
                 }
                 if let Some(rx) = accepted.as_mut() {
                     match Pin::new(rx).poll(cx) {
@@ -143,7 +142,7 @@ where
                                 pipeline.clone(),
                                 slot.take(),
                             );
-                            return Poll::Ready(Ok(handshake.map(|()| B::default())));
+                            return Poll::Ready(Ok(handshake.map(|()| ResponseBody::empty())));
                         }
                         // The upgrade handle was dropped without accepting:
                         // only the handler's own response is left.

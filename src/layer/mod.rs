@@ -69,6 +69,7 @@
 //! finished. A socket the handler handed to another task before the
 //! timeout is left alone.
 
+mod body;
 mod drain;
 mod future;
 #[expect(
@@ -79,6 +80,7 @@ mod layer;
 pub(crate) mod live;
 mod service;
 
+pub use body::ResponseBody;
 pub use drain::{
     DEFAULT_DRAIN_DEADLINE, DEFAULT_DRAIN_REASON, DrainHandle, DrainOptions, DrainReport,
 };

@@ -7,7 +7,7 @@ use tokio::sync::{oneshot, watch};
 use tower_service::Service;
 
 use super::live::{Live, Refusal};
-use super::{DrainHandle, ResponseFuture, WebSocketLayer};
+use super::{DrainHandle, ResponseBody, ResponseFuture, WebSocketLayer};
 use crate::handshake;
 use crate::options::{OptionsError, WebSocketOptions};
 use crate::socket::PipelineLink;
@@ -29,7 +29,10 @@ use crate::upgrade::{Pending, WebSocketUpgrade};
 ///
 /// The inner service's future must be `Send + 'static`, because after an
 /// accept it is moved onto a task of its own (on the current tokio
-/// runtime) and kept until the socket is finished.
+/// runtime) and kept until the socket is finished. Its response body can
+/// be any type: responses come out as
+/// [`ResponseBody`](super::ResponseBody)`<B>`, the inner body or the empty
+/// one of the layer's own responses.
 #[derive(Clone, Debug)]
 pub struct WebSocketService<S> {
     inner: S,
@@ -106,9 +109,8 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for WebSocketService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Future: Send + 'static,
-    ResBody: Default,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResBody>;
 

@@ -32,11 +32,14 @@ pub type Body = Full<Bytes>;
 
 /// Serves `service` with hyper-util's auto builder (HTTP/1.1 + h2c, with
 /// upgrades) on 127.0.0.1:0 until the test's runtime ends.
-pub async fn serve<S>(service: S) -> SocketAddr
+pub async fn serve<S, B>(service: S) -> SocketAddr
 where
-    S: Service<Request<Incoming>, Response = Response<Body>> + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

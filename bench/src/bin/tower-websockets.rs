@@ -118,8 +118,10 @@ async fn serve_connection<S>(
     service: S,
 ) -> Result<(), Box<dyn StdError + Send + Sync>>
 where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>>
-        + Clone
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<tower_websockets::ResponseBody<Body>>,
+        > + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
