@@ -212,7 +212,7 @@ impl Ticker {
                     // failed, the socket is already aborted and finished.)
                     if let Some(Ok(Ok(frame))) = read {
                         tracing::info!(%peer, ?frame, "client closed");
-                        if let Err(error) = writer.send_message(Message::Close(frame)).await {
+                        if let Err(error) = writer.send(Message::Close(frame)).await {
                             tracing::debug!(%peer, error = &error as &dyn StdError, "close failed");
                         }
                     }
@@ -221,7 +221,7 @@ impl Ticker {
                 _ = ticks.tick() => {}
             }
             let tick = Message::text(format!("tick {n}"));
-            if let Err(error) = writer.send_message(tick).await {
+            if let Err(error) = writer.send(tick).await {
                 // A failed send aborts the socket: the reader stops too.
                 tracing::debug!(%peer, error = &error as &dyn StdError, "send failed");
                 return;
@@ -254,6 +254,9 @@ async fn read_until_close(
             Ok(Message::Text(text)) => tracing::info!(%peer, %text, "client says"),
             Ok(Message::Binary(data)) => {
                 tracing::info!(%peer, len = data.len(), "client sent bytes");
+            }
+            Ok(Message::Ping(_) | Message::Pong(_)) => {
+                tracing::debug!(%peer, "client is alive");
             }
             Ok(Message::Close(frame)) => return Ok(frame),
             Err(error) => {

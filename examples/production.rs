@@ -226,17 +226,19 @@ async fn route(
             if let Ok(mut socket) = upgrade.accept().await {
                 // Echo until the client's Close (or the drain's, answered
                 // by the client) arrives.
-                while let Ok(message) = socket.receive_message().await {
+                while let Some(Ok(message)) = socket.recv().await {
                     let reply = match message {
                         Message::Close(frame) => {
                             let (code, reason) = match &frame {
                                 Some(frame) => (Some(frame.code), frame.reason.as_str()),
                                 None => (None, ""),
                             };
-                            let _ = socket.close(code, reason).await;
+                            let _ = socket.close_with(code, reason).await;
                             break;
                         }
-                        data => socket.send_message(data).await,
+                        // Answered by the socket itself.
+                        Message::Ping(_) | Message::Pong(_) => continue,
+                        data => socket.send(data).await,
                     };
                     if reply.is_err() {
                         break;

@@ -5,7 +5,7 @@
 //! TraceLayer                 outside: sees the request and the 101, nothing later
 //! └─ WebSocketLayer          detects WebSocket requests, checks Origin (403)
 //!    └─ ConcurrencyLimit(2)  inside: holds its permit until the socket is finished
-//!       └─ handler           echoes whole messages with StreamExt / SinkExt
+//!       └─ handler           echoes whole messages with StreamExt and send
 //! ```
 //!
 //! Because the concurrency limit sits *inside* `WebSocketLayer`, it counts
@@ -49,7 +49,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
@@ -176,17 +176,19 @@ async fn handler(mut req: Request<Incoming>) -> Result<Response<Body>, Infallibl
 }
 
 /// Echoes whole messages: a socket is a `Stream` of the messages it
-/// receives and a `Sink` of the messages it sends. (Split, the whole loop
-/// is `let (reader, writer) = socket.split(); reader.forward(writer).await`.)
+/// receives and a `Sink` of the messages it sends. (Split, the loop is
+/// `reader.filter(..).forward(writer)`.)
 async fn echo(mut socket: WebSocket) -> Result<(), Error> {
     // The stream ends after the client's Close; echoing that Close through
     // the sink completes the close handshake.
     while let Some(message) = socket.next().await {
         let message = message?;
         tracing::debug!(?message, "echo");
-        // Called through the trait: `WebSocket::send` is the ASP.NET-style
-        // frame send, and inherent methods take precedence over trait ones.
-        SinkExt::send(&mut socket, message).await?;
+        // Pings are answered by the socket itself: not echoed.
+        if message.is_ping() || message.is_pong() {
+            continue;
+        }
+        socket.send(message).await?;
     }
     Ok(())
 }

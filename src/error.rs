@@ -123,7 +123,7 @@ impl Error {
     }
 }
 
-/// Why [`try_send_message`](crate::WebSocket::try_send_message) did not
+/// Why [`try_send`](crate::WebSocket::try_send) did not
 /// take a message.
 #[derive(Debug)]
 pub enum TrySendError {

@@ -4,8 +4,11 @@
 //! Add [`WebSocketLayer`] to the stack (`UseWebSockets`), find the
 //! [`WebSocketUpgrade`] in a request (`IsWebSocketRequest`),
 //! [`accept`](WebSocketUpgrade::accept) it (`AcceptWebSocketAsync`), and
-//! receive, send and close on the [`WebSocket`]. The request pipeline
-//! inside the layer stays alive until the socket is finished.
+//! [`recv`](WebSocket::recv) and [`send`](WebSocket::send) [`Message`]s on
+//! the [`WebSocket`], as with axum's (or use the ASP.NET buffer calls,
+//! [`receive_buffer`](WebSocket::receive_buffer) and
+//! [`send_buffer`](WebSocket::send_buffer)). The request pipeline inside
+//! the layer stays alive until the socket is finished.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -29,20 +32,12 @@
 //!     let Ok(mut socket) = upgrade.accept().await else {
 //!         return Ok(Response::default());
 //!     };
-//!     // The ASP.NET echo loop, line by line.
-//!     let mut buf = vec![0; 4096];
-//!     let Ok(mut result) = socket.receive(&mut buf).await else {
-//!         return Ok(Response::default());
-//!     };
-//!     while result.close_status().is_none() && result.message_type() != tower_websockets::MessageType::Close {
-//!         let echoed = socket.send(&buf[..result.count()], result.message_type(), result.end_of_message());
-//!         if echoed.await.is_err() { break; }
-//!         match socket.receive(&mut buf).await {
-//!             Ok(next) => result = next,
-//!             Err(_) => break,
+//!     // Echo text and binary; pings are answered by the socket itself.
+//!     while let Some(Ok(message)) = socket.recv().await {
+//!         if (message.is_text() || message.is_binary()) && socket.send(message).await.is_err() {
+//!             break;
 //!         }
 //!     }
-//!     let _ = socket.close(result.close_status(), result.close_description().unwrap_or("")).await;
 //!     Ok(Response::default()) // discarded: the 101 was already sent
 //! }
 //!
@@ -85,6 +80,8 @@
 //! | `HttpContext.WebSockets.IsWebSocketRequest` | [`WebSocketUpgrade::from_request`] / [`WebSocketUpgrade::is_websocket_request`] |
 //! | `AcceptWebSocketAsync(context)` | [`WebSocketUpgrade::accept_with`]\([`AcceptOptions`]) |
 //! | `WebSocket` | [`WebSocket`] |
+//! | `ReceiveAsync(buffer)` / `SendAsync(buffer, type, endOfMessage)` | [`WebSocket::receive_buffer`] / [`WebSocket::send_buffer`] (whole messages: [`WebSocket::recv`] / [`WebSocket::send`]) |
+//! | `CloseAsync` / `CloseOutputAsync` | [`WebSocket::close_with`] / [`WebSocket::close_output`] |
 //! | `WebSocketReceiveResult` | [`ReceiveResult`] |
 //! | `WebSocketState`, `WebSocketCloseStatus` | [`WebSocketState`], [`CloseCode`] |
 //! | the `TaskCompletionSource` pattern | [`WebSocket::finished`] |
@@ -112,11 +109,11 @@
 //! | what the peer fills | bound |
 //! | --- | --- |
 //! | one frame | [`max_frame_size`](WebSocketOptions::max_frame_size), 16 MiB, refused (1009) from its header |
-//! | a whole message ([`WebSocket::receive_message`], the `Stream`) | [`max_message_size`](WebSocketOptions::max_message_size), 64 MiB, refused (1009) from the header that passes it; the buffer API ([`WebSocket::receive`]) assembles nothing |
+//! | a whole message ([`WebSocket::receive_message`], the `Stream`) | [`max_message_size`](WebSocketOptions::max_message_size), 64 MiB, refused (1009) from the header that passes it; the buffer API ([`WebSocket::receive_buffer`]) assembles nothing |
 //! | a compressed message ([`permessage_deflate`](WebSocketOptions::permessage_deflate)) | the same limit on its inflated size, checked while inflating (1009 having inflated at most one byte past it); its compressed input waits in at most one read's worth (64 KiB) |
 //! | the read buffer | [`receive_buffer_size`](WebSocketOptions::receive_buffer_size) (4 KiB), doubling while reads fill it, to 64 KiB (or the receive buffer size, if larger); none while idle. Input the application has not received: at most 1 MiB more, read by the keep-alive check |
 //! | control frames to send | one pong (the latest ping's answer, RFC 6455 §5.5.3), one keep-alive ping, our Close: 3 × 127 bytes |
-//! | the send queue ([`WebSocket::buffered_amount`]): sends, coalesced replies, the `Sink` | [`max_buffered_amount`](WebSocketOptions::max_buffered_amount), 64 KiB, or one message larger than it; sends wait past it, [`WebSocket::try_send_message`] fails, and the socket stops reading until the peer has read it |
+//! | the send queue ([`WebSocket::buffered_amount`]): sends, coalesced replies, the `Sink` | [`max_buffered_amount`](WebSocketOptions::max_buffered_amount), 64 KiB, or one message larger than it; sends wait past it, [`WebSocket::try_send`] fails, and the socket stops reading until the peer has read it |
 //! | HTTP/2 | hyper's flow-control windows: 1 MiB received per connection, 400 KiB sent per stream (hyper's defaults) |
 //!
 //! | what waits on the peer | deadline |
@@ -176,8 +173,8 @@ pub use options::{
 pub use protocol::close::InvalidCloseCode;
 pub use protocol::{CloseCode, ProtocolError};
 pub use socket::{
-    CloseFrame, Message, MessageType, ReceiveResult, WebSocket, WebSocketHandle, WebSocketReader,
-    WebSocketState, WebSocketWriter,
+    CloseFrame, Message, MessageType, ReceiveResult, ReuniteError, Utf8Bytes, WebSocket,
+    WebSocketHandle, WebSocketReader, WebSocketState, WebSocketWriter,
 };
 pub use stats::{Closes, Rejections, TrafficStats, WebSocketStats};
 pub use upgrade::{AcceptOptions, WebSocketUpgrade};

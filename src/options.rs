@@ -297,12 +297,12 @@ impl WebSocketOptions {
     /// bound:
     ///
     /// - a [`send`](crate::WebSocket::send) or
-    ///   [`send_message`](crate::WebSocket::send_message) completes once its
+    ///   [`send`](crate::WebSocket::send) completes once its
     ///   frame is queued and the queue is within the bound, and otherwise
     ///   waits until the peer has read enough (a payload over 8 KiB is
     ///   written from the caller's buffer, so that send waits until it is
     ///   written);
-    /// - [`try_send_message`](crate::WebSocket::try_send_message) never
+    /// - [`try_send`](crate::WebSocket::try_send) never
     ///   waits: it fails with [`TrySendError::Full`](crate::TrySendError::Full),
     ///   handing the message back, when the message would take the queue
     ///   past the bound — a broadcaster drops or closes a slow consumer
@@ -392,7 +392,7 @@ impl WebSocketOptions {
     /// before its payload is read, with close code 1009.
     ///
     /// Default: 64 MiB. The buffer-based
-    /// [`WebSocket::receive`](crate::WebSocket::receive) never buffers a
+    /// [`WebSocket::receive_buffer`](crate::WebSocket::receive_buffer) never buffers a
     /// whole message, but the whole-message API does, so this bounds the
     /// memory one peer can make a socket allocate.
     #[must_use]
@@ -412,7 +412,7 @@ impl WebSocketOptions {
         self
     }
 
-    /// How long [`WebSocket::close`](crate::WebSocket::close) waits for the
+    /// How long [`WebSocket::close`](crate::WebSocket::close_with) waits for the
     /// peer's Close frame after sending its own, and how long a socket
     /// failing a protocol error waits to send its Close frame, before the
     /// connection is dropped.

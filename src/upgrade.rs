@@ -38,8 +38,8 @@ use tokio::net::TcpStream;
 ///     let chat = upgrade.requested_subprotocols().any(|p| p == "chat");
 ///     let options = if chat { AcceptOptions::new().subprotocol("chat") } else { AcceptOptions::new() };
 ///     let mut socket = upgrade.accept_with(options).await?;
-///     socket.send_message("hello".into()).await?;
-///     socket.close(tower_websockets::CloseCode::NORMAL, "bye").await?;
+///     socket.send("hello".into()).await?;
+///     socket.close_with(tower_websockets::CloseCode::NORMAL, "bye").await?;
 ///     Ok(Response::default()) // discarded: the 101 was already sent
 /// }
 /// ```

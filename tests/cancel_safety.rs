@@ -39,7 +39,7 @@ async fn cancelled_receives_continue_the_same_message() {
     let mut buf = [0u8; 16];
     loop {
         tokio::select! {
-            result = socket.receive(&mut buf) => {
+            result = socket.receive_buffer(&mut buf) => {
                 let result = result.unwrap();
                 assert_eq!(result.message_type(), MessageType::Text);
                 received.extend_from_slice(&buf[..result.count()]);
@@ -112,7 +112,7 @@ async fn cancelled_send_never_leaves_half_a_frame() {
     // Start the big send and drop it part-way.
     let cancelled = tokio::time::timeout(
         Duration::from_millis(5),
-        socket.send(&big, MessageType::Binary, true),
+        socket.send_buffer(&big, MessageType::Binary, true),
     )
     .await;
     assert!(
@@ -121,7 +121,7 @@ async fn cancelled_send_never_leaves_half_a_frame() {
     );
     // The next send must come after the whole first frame.
     socket
-        .send(b"after", MessageType::Text, true)
+        .send_buffer(b"after", MessageType::Text, true)
         .await
         .unwrap();
     socket
@@ -163,21 +163,34 @@ async fn misuse_gives_errors_not_panics() {
     let (server_io, mut peer) = duplex(4096);
     let mut socket = WebSocket::from_raw_socket(server_io, options()).unwrap();
     // Close as a data type, an empty receive buffer, a type change mid-message.
-    assert!(socket.send(b"x", MessageType::Close, true).await.is_err());
-    assert!(socket.receive(&mut []).await.is_err());
+    assert!(
+        socket
+            .send_buffer(b"x", MessageType::Close, true)
+            .await
+            .is_err()
+    );
+    assert!(socket.receive_buffer(&mut []).await.is_err());
     socket
-        .send(b"part", MessageType::Text, false)
+        .send_buffer(b"part", MessageType::Text, false)
         .await
         .unwrap();
-    assert!(socket.send(b"x", MessageType::Binary, true).await.is_err());
-    socket.send(b"end", MessageType::Text, true).await.unwrap();
+    assert!(
+        socket
+            .send_buffer(b"x", MessageType::Binary, true)
+            .await
+            .is_err()
+    );
+    socket
+        .send_buffer(b"end", MessageType::Text, true)
+        .await
+        .unwrap();
     // After our close: no more sends.
     socket
         .close_output(tower_websockets::CloseCode::NORMAL, "done")
         .await
         .unwrap();
     let err = socket
-        .send(b"late", MessageType::Text, true)
+        .send_buffer(b"late", MessageType::Text, true)
         .await
         .unwrap_err();
     assert!(
@@ -194,16 +207,16 @@ async fn misuse_gives_errors_not_panics() {
     .await
     .unwrap();
     let mut buf = [0u8; 64];
-    let result = socket.receive(&mut buf).await.unwrap();
+    let result = socket.receive_buffer(&mut buf).await.unwrap();
     assert_eq!(result.message_type(), MessageType::Close);
     assert_eq!(socket.state(), tower_websockets::WebSocketState::Closed);
     assert!(matches!(
-        socket.receive(&mut buf).await,
+        socket.receive_buffer(&mut buf).await,
         Err(tower_websockets::Error::Closed)
     ));
     // Closing again is a no-op; aborting a closed socket leaves it closed.
     socket
-        .close(tower_websockets::CloseCode::NORMAL, "")
+        .close_with(tower_websockets::CloseCode::NORMAL, "")
         .await
         .unwrap();
     socket.abort();

@@ -25,13 +25,13 @@ use tower_websockets::{
 enum Owner {
     /// The owner's receive returned this.
     Received(Result<Message, Error>),
-    /// The owner's `close` after the peer's Close, and the final state.
+    /// The owner's `close_with` after the peer's Close, and the final state.
     Closed(Result<(), Error>, WebSocketState),
 }
 
 /// Serves sockets whose owner receives once (after `busy` lets it, if
-/// given), reports what it got, answers a Close with `close`, and reports
-/// that; the socket's handle goes to the test first.
+/// given), reports what it got, answers a Close with `close_with`, and
+/// reports that; the socket's handle goes to the test first.
 async fn serve_owner(
     options: WebSocketOptions,
     busy: Option<Arc<Notify>>,
@@ -60,7 +60,7 @@ async fn serve_owner(
                 let close = matches!(received, Ok(Message::Close(_)));
                 owner_tx.send(Owner::Received(received)).unwrap();
                 if close {
-                    let result = socket.close(None, "").await;
+                    let result = socket.close_with(None, "").await;
                     owner_tx
                         .send(Owner::Closed(result, socket.state()))
                         .unwrap();
@@ -115,7 +115,7 @@ async fn client_reads_to_the_end(client: &mut Client) {
 }
 
 /// The owner's receive returned the client's answering Close, its own
-/// `close` then completed at once, and the handle's `close` returned Ok.
+/// `close_with` then completed at once, and the handle's `close` returned Ok.
 async fn handshake_completed(
     owner: &mut mpsc::UnboundedReceiver<Owner>,
     closing: tokio::task::JoinHandle<Result<(), Error>>,
@@ -139,7 +139,7 @@ async fn handshake_completed(
 
 /// The owner is waiting in `receive_message`; another task closes with
 /// 1001. The client gets the Close with its reason and answers; the
-/// owner's receive returns that Close, its `close` completes at once, and
+/// owner's receive returns that Close, its `close_with` completes at once, and
 /// the handle's `close` returns once the socket is finished.
 #[tokio::test]
 async fn close_from_a_handle_while_the_owner_receives() {

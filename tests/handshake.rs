@@ -344,7 +344,7 @@ async fn the_server_picks_its_first_subprotocol_the_client_offered() {
             // The choice is on the socket too: echo it as a text message.
             let chosen = socket.subprotocol().unwrap_or("none").to_owned();
             let mut socket = socket;
-            socket.send_message(chosen.into()).await.unwrap();
+            socket.send(chosen.into()).await.unwrap();
             Ok::<_, Infallible>(Response::<Body>::default())
         });
     let addr = serve(service).await;

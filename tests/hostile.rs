@@ -32,6 +32,8 @@ fn ping_payload(index: u64) -> [u8; 125] {
 /// been read, and what the socket buffers must be at most one pong
 /// waiting plus one partly written (RFC 6455 §5.5.3 lets it answer only
 /// the latest ping). Before the bound, every ping queued its pong: 127 MB.
+/// With whole messages every ping is also handed over, in order, before
+/// the text.
 async fn ping_flood_is_bounded(whole_messages: bool, http2: bool) {
     const PINGS: u64 = 1_000_000;
     const PER_WRITE: u64 = 1_000;
@@ -45,23 +47,35 @@ async fn ping_flood_is_bounded(whole_messages: bool, http2: bool) {
                 drop(req);
                 let mut socket = upgrade.accept().await.unwrap();
                 let text = if whole_messages {
-                    let message = socket.receive_message().await.unwrap();
-                    assert!(matches!(message, Message::Text(_)), "{message:?}");
-                    message
+                    // Every ping arrives first (already answered), in order.
+                    let mut pings = 0u64;
+                    loop {
+                        match socket.receive_message().await.unwrap() {
+                            Message::Ping(data) => {
+                                assert_eq!(data[..], ping_payload(pings)[..], "ping {pings}");
+                                pings += 1;
+                            }
+                            message => {
+                                assert!(matches!(message, Message::Text(_)), "{message:?}");
+                                assert_eq!(pings, PINGS, "pings handed over");
+                                break message;
+                            }
+                        }
+                    }
                 } else {
                     let mut buf = [0u8; 64];
-                    let result = socket.receive(&mut buf).await.unwrap();
+                    let result = socket.receive_buffer(&mut buf).await.unwrap();
                     assert_eq!(result.message_type(), MessageType::Text);
                     Message::binary(buf[..result.count()].to_vec())
                 };
                 tx.send(socket.buffered_amount()).unwrap();
-                socket.send_message(text).await.unwrap();
+                socket.send(text).await.unwrap();
                 socket
                     .close_output(Some(CloseCode::NORMAL), "")
                     .await
                     .unwrap();
                 let mut buf = [0u8; 64];
-                while socket.receive(&mut buf).await.is_ok() {}
+                while socket.receive_buffer(&mut buf).await.is_ok() {}
                 Ok::<_, Infallible>(Response::<Body>::default())
             }
         });
@@ -183,7 +197,7 @@ struct Backpressure {
     sent: usize,
     /// The buffered amount while a send waited.
     buffered: usize,
-    /// What `try_send_message` answered then.
+    /// What `try_send` answered then.
     try_send: Result<(), String>,
     /// How the waiting send ended, and after how long.
     ended: Result<(), tower_websockets::Error>,
@@ -193,7 +207,7 @@ struct Backpressure {
 /// The server sends 4 KiB messages to a client that never reads: once
 /// the kernel's buffers are full, sends complete while the queue is
 /// within `max_buffered_amount` (`bound`), then one waits; the fail-fast
-/// `try_send_message` hands its message back; and the waiting send ends
+/// `try_send` hands its message back; and the waiting send ends
 /// with a keep-alive timeout (the peer read nothing since the ping), so
 /// the wait has a deadline.
 async fn never_reading_peer_meets_the_send_bound(bound: usize) {
@@ -214,7 +228,7 @@ async fn never_reading_peer_meets_the_send_bound(bound: usize) {
                 let payload = bytes::Bytes::from(vec![0x42; MESSAGE]);
                 let mut sent = 0;
                 loop {
-                    let send = socket.send_message(Message::Binary(payload.clone()));
+                    let send = socket.send(Message::Binary(payload.clone()));
                     match tokio::time::timeout(std::time::Duration::from_millis(100), send).await {
                         Ok(result) => {
                             result.unwrap();
@@ -229,7 +243,7 @@ async fn never_reading_peer_meets_the_send_bound(bound: usize) {
                     }
                 }
                 let buffered = socket.buffered_amount();
-                let try_send = match socket.try_send_message(Message::Binary(payload.clone())) {
+                let try_send = match socket.try_send(Message::Binary(payload.clone())) {
                     Ok(()) => Ok(()),
                     Err(tower_websockets::TrySendError::Full(Message::Binary(back))) => {
                         assert_eq!(back, payload, "the message handed back is the one given");
@@ -238,7 +252,7 @@ async fn never_reading_peer_meets_the_send_bound(bound: usize) {
                     Err(other) => Err(format!("{other:?}")),
                 };
                 let start = std::time::Instant::now();
-                let ended = socket.send_message(Message::Binary(payload)).await;
+                let ended = socket.send(Message::Binary(payload)).await;
                 tx.send(Backpressure {
                     sent,
                     buffered,
@@ -305,12 +319,16 @@ async fn reading_stops_while_output_is_blocked_past_its_bound() {
                 let (tx, mut rx) = mpsc::unbounded_channel();
                 tokio::spawn(async move {
                     while let Some(message) = rx.recv().await {
-                        if writer.send_message(message).await.is_err() {
+                        if writer.send(message).await.is_err() {
                             return;
                         }
                     }
                 });
                 while let Ok(message) = reader.receive_message().await {
+                    // Pings are answered by the socket; pongs need no echo.
+                    if message.is_ping() || message.is_pong() {
+                        continue;
+                    }
                     if let Message::Binary(data) = &message {
                         counted.fetch_add(data.len(), std::sync::atomic::Ordering::SeqCst);
                     }

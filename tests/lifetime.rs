@@ -239,9 +239,10 @@ async fn concurrency_limit_inside_layer_counts_live_sockets() {
 /// How long the timeouts placed inside the layer below allow.
 const INNER_TIMEOUT: Duration = Duration::from_millis(300);
 
-/// A timeout inside the layer fires while the handler waits in `receive`:
-/// the socket is closed with 1011 and its connection ends, and the guard
-/// of the layer between (the in-flight count) is released only then.
+/// A timeout inside the layer fires while the handler waits in
+/// `receive_buffer`: the socket is closed with 1011 and its connection
+/// ends, and the guard of the layer between (the in-flight count) is
+/// released only then.
 async fn assert_timeout_closes_with_1011<S>(service: S, mut count_rx: watch::Receiver<usize>)
 where
     S: Service<Request<Incoming>, Response = Response<tower_websockets::ResponseBody<Body>>>

@@ -28,7 +28,7 @@ async fn close_gives_up_on_a_peer_that_never_answers() {
                 let upgrade = WebSocketUpgrade::from_request(&mut req).unwrap();
                 let mut socket = upgrade.accept().await.unwrap();
                 let start = Instant::now();
-                let result = socket.close(CloseCode::GOING_AWAY, "bye").await;
+                let result = socket.close_with(CloseCode::GOING_AWAY, "bye").await;
                 tx.send((result, start.elapsed(), socket.state())).unwrap();
                 Ok::<_, Infallible>(Response::<Body>::default())
             }
@@ -105,7 +105,7 @@ async fn panicking_handler_after_accept_closes_the_connection_and_frees_the_pipe
                 let upgrade = WebSocketUpgrade::from_request(&mut req).unwrap();
                 let mut socket = upgrade.accept().await.unwrap();
                 let mut buf = [0u8; 64];
-                let _ = socket.receive(&mut buf).await;
+                let _ = socket.receive_buffer(&mut buf).await;
                 panic!("handler bug after accept (expected by this test)");
                 #[allow(unreachable_code)]
                 Ok::<_, Infallible>(Response::<Body>::default())

@@ -13,7 +13,7 @@ usage: echo [--addr HOST:PORT] [--threads N] [--mode aspnet|message]
   --threads N       tokio worker threads (default: one per CPU core)
   --mode aspnet     echo with the ASP.NET loop: 4 KiB receives, each sent
                     back as it came (default)
-  --mode message    echo whole messages (receive_message / send_message)
+  --mode message    echo whole messages (recv / send)
   --handshake-timeout SECONDS
                     how long a new connection may take to send its first
                     request's headers (default 10; decimals allowed)

@@ -11,7 +11,7 @@
 //! that offer it, as browsers do; the page shows the negotiated extension.
 //!
 //! With `--mode message` it echoes whole messages instead
-//! (`receive_message` / `send_message`), the way the benchmark suite's
+//! (`recv` / `send`), the way the benchmark suite's
 //! peer servers do; fragmented messages then come back as one frame. (The
 //! suite itself measures `bench/src/bin/tower-websockets.rs`: the same
 //! socket code without the page and the Ctrl-C registry.)
@@ -351,33 +351,36 @@ async fn accept_and_echo(upgrade: WebSocketUpgrade, mode: Mode) {
 async fn echo(socket: &mut WebSocket) -> Result<(), Error> {
     let mut buffer = vec![0; BUFFER_SIZE];
     loop {
-        let result = socket.receive(&mut buffer).await?;
+        let result = socket.receive_buffer(&mut buffer).await?;
         if result.message_type() == MessageType::Close {
             // Complete the close handshake with the client's own status.
             let description = result.close_description().unwrap_or("");
-            return socket.close(result.close_status(), description).await;
+            return socket.close_with(result.close_status(), description).await;
         }
         let received = &buffer[..result.count()];
         socket
-            .send(received, result.message_type(), result.end_of_message())
+            .send_buffer(received, result.message_type(), result.end_of_message())
             .await?;
     }
 }
 
 /// Echoes whole messages: what the benchmark suite's peer servers do.
 async fn echo_messages(socket: &mut WebSocket) -> Result<(), Error> {
-    loop {
-        match socket.receive_message().await? {
+    while let Some(message) = socket.recv().await {
+        match message? {
             Message::Close(frame) => {
                 let (status, description) = match &frame {
                     Some(frame) => (Some(frame.code), frame.reason.as_str()),
                     None => (None, ""),
                 };
-                return socket.close(status, description).await;
+                return socket.close_with(status, description).await;
             }
-            data => socket.send_message(data).await?,
+            // Answered by the socket itself.
+            Message::Ping(_) | Message::Pong(_) => {}
+            data => socket.send(data).await?,
         }
     }
+    Ok(())
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -4,9 +4,9 @@
 //! made from a pattern; pings, pongs, closes with any code and reason;
 //! garbage). The stream runs in four configurations: read whole and in
 //! pieces (with `Pending` now and then), written freely and blocked,
-//! `receive_message` and `receive` into buffers of 1 byte .. 128 KiB, with
-//! and without echo. The input's layout is at `socket_case`, what is
-//! checked at the top of `fuzz/src/lib.rs`.
+//! `receive_message` and `receive_buffer` into buffers of 1 byte ..
+//! 128 KiB, with and without echo. The input's layout is at
+//! `socket_case`, what is checked at the top of `fuzz/src/lib.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -2,8 +2,8 @@
 //! fragments (continuation frames) at input-chosen points, then a Close:
 //! the socket must deliver the message and the Close iff
 //! `std::str::from_utf8` accepts the bytes, and fail with 1007 otherwise,
-//! through `receive_message` and through `receive` into small and large
-//! buffers, read whole and in pieces. The input's layout is at
+//! through `receive_message` and through `receive_buffer` into small and
+//! large buffers, read whole and in pieces. The input's layout is at
 //! `utf8_case`; every run is also checked as in the `socket` target.
 #![no_main]
 

@@ -4,9 +4,10 @@
 //! A [`Case`] is a client byte stream, the limits, and several
 //! [`Config`]urations to run it in: read all at once or in pieces (with a
 //! `Pending` now and then), written to freely or blocked, received with
-//! `receive_message` or with `receive` into a buffer of some size, echoed
-//! or not, the peer's Close answered by dropping the socket, `close_output`
-//! or `close`. [`check_case`] runs the socket in each and checks that
+//! `receive_message` or with `receive_buffer` into a buffer of some size,
+//! echoed or not, the peer's Close answered by dropping the socket,
+//! `close_output` or `close_with`. [`check_case`] runs the socket in each
+//! and checks that
 //!
 //! - nothing panics or hangs (every `Pending` comes with a wakeup, and the
 //!   socket's tasks, such as the linger task that writes the final Close,
@@ -15,6 +16,9 @@
 //!   code of a violation, or a reset at the end of the input) are those of
 //!   [`model`], a plain reading of RFC 6455 with the socket's limits, in
 //!   every configuration;
+//! - with `receive_message`, the pings and pongs the client sent before
+//!   the end are handed over as `Message::Ping` / `Message::Pong`, in
+//!   order, with their payloads (the buffer API never shows them);
 //! - the server's bytes are valid unmasked server frames: pongs that
 //!   answer the client's pings in order (all of them when output is never
 //!   blocked; otherwise a subsequence that ends with the latest ping, as
@@ -215,6 +219,8 @@ pub struct Expected {
     pub outcome: Outcome,
     /// The payloads of the pings before the end, in order.
     pub pings: Vec<Vec<u8>>,
+    /// The control frames before the end, in order: ping?, payload.
+    pub controls: Vec<(bool, Vec<u8>)>,
 }
 
 /// A plain reading of the client stream as RFC 6455 §5 says a server
@@ -228,6 +234,7 @@ pub fn model(stream: &[u8], limits: Limits) -> Expected {
     let max_frame = limits.max_frame.min(limits.max_message) as u64;
     let mut messages = Vec::new();
     let mut pings = Vec::new();
+    let mut controls = Vec::new();
     // The open message: text?, payload so far, how much of it is known to
     // be whole UTF-8 characters.
     let mut open: Option<(bool, Vec<u8>, usize)> = None;
@@ -282,8 +289,11 @@ pub fn model(stream: &[u8], limits: Limits) -> Expected {
             apply_mask(&mut payload, mask);
             pos += header_len + len;
             match (opcode, payload.as_slice()) {
-                (9, _) => pings.push(payload),
-                (10, _) => {}
+                (9, _) => {
+                    controls.push((true, payload.clone()));
+                    pings.push(payload);
+                }
+                (10, _) => controls.push((false, payload)),
                 (_, []) => break Ending::Close(None),
                 (_, [_]) => break Violation(1002),
                 (_, [hi, lo, reason @ ..]) => {
@@ -334,6 +344,7 @@ pub fn model(stream: &[u8], limits: Limits) -> Expected {
     Expected {
         outcome: Outcome { messages, ending },
         pings,
+        controls,
     }
 }
 
@@ -511,7 +522,7 @@ impl Drop for MemoryIo {
 pub enum Api {
     /// `receive_message`.
     Message,
-    /// `receive` into a buffer of this size.
+    /// `receive_buffer` into a buffer of this size.
     Buffer(usize),
 }
 
@@ -522,7 +533,7 @@ pub enum Answer {
     Drop,
     /// `close_output(code, "")`.
     CloseOutput,
-    /// `close(code, the peer's reason)`.
+    /// `close_with(code, the peer's reason)`.
     Close,
 }
 
@@ -576,6 +587,9 @@ pub struct Case {
 #[derive(Debug)]
 pub struct Run {
     pub outcome: Outcome,
+    /// The pings and pongs `receive_message` handed over (ping?,
+    /// payload); `None` with the buffer API, which never shows them.
+    pub controls: Option<Vec<(bool, Vec<u8>)>>,
     /// What the server wrote.
     pub written: Vec<u8>,
     pub shutdown: bool,
@@ -599,7 +613,7 @@ pub fn receive_buffer_size(b: u8) -> usize {
     SIZES[usize::from(b) % SIZES.len()]
 }
 
-/// A `receive` buffer size from a fuzz byte: 1 byte .. 128 KiB.
+/// A `receive_buffer` buffer size from a fuzz byte: 1 byte .. 128 KiB.
 pub fn buffer_size(b: u8) -> usize {
     const SIZES: [usize; 16] = [
         125, 126, 127, 256, 1000, 4095, 4096, 4097, 8192, 16384, 32767, 32768, 32769, 65535, 65536,
@@ -630,10 +644,10 @@ pub fn run(stream: &Arc<[u8]>, limits: Limits, config: &Config) -> Run {
         .max_message_size(limits.max_message)
         .max_frame_size(limits.max_frame)
         .receive_buffer_size(config.receive_buffer_size);
-    let outcome = RUNTIME.with(|runtime| {
+    let (outcome, controls) = RUNTIME.with(|runtime| {
         runtime.borrow().block_on(async {
             let socket = WebSocket::from_raw_socket(io, options).expect("valid options");
-            let outcome = MustWake::new(session(socket, config)).await;
+            let session = MustWake::new(session(socket, config)).await;
             // The socket is gone: its background task ends, and the linger
             // task writes our Close, shuts down and reads to the end.
             let metrics = tokio::runtime::Handle::current().metrics();
@@ -648,22 +662,28 @@ pub fn run(stream: &Arc<[u8]>, limits: Limits, config: &Config) -> Run {
                 );
                 tokio::task::yield_now().await;
             }
-            outcome
+            session
         })
     });
     let mut wire = lock(&wire);
     assert!(!wire.written_after_shutdown, "written after shutdown");
     Run {
         outcome,
+        controls,
         written: std::mem::take(&mut wire.written),
         shutdown: wire.shutdown,
     }
 }
 
 /// The application: receive until the end, check the socket afterwards,
-/// answer the peer's Close, drop the socket.
-async fn session(mut socket: WebSocket, config: &Config) -> Outcome {
+/// answer the peer's Close, drop the socket. Returns what it received and,
+/// with `receive_message`, the pings and pongs handed over.
+async fn session(
+    mut socket: WebSocket,
+    config: &Config,
+) -> (Outcome, Option<Vec<(bool, Vec<u8>)>>) {
     let mut messages = Vec::new();
+    let mut controls = Vec::new();
     let mut buf = match config.api {
         Api::Message => Vec::new(),
         Api::Buffer(size) => vec![0u8; size],
@@ -672,15 +692,17 @@ async fn session(mut socket: WebSocket, config: &Config) -> Outcome {
         Api::Message => loop {
             match socket.receive_message().await {
                 Ok(Message::Close(frame)) => {
-                    break Ending::Close(frame.map(|f| (f.code.as_u16(), f.reason)));
+                    break Ending::Close(
+                        frame.map(|f| (f.code.as_u16(), f.reason.as_str().to_owned())),
+                    );
                 }
+                // Already answered by the socket: not echoed.
+                Ok(Message::Ping(data)) => controls.push((true, data.to_vec())),
+                Ok(Message::Pong(data)) => controls.push((false, data.to_vec())),
                 Ok(message) => {
-                    messages.push((
-                        message.message_type() == MessageType::Text,
-                        message.as_bytes().to_vec(),
-                    ));
+                    messages.push((message.is_text(), message.as_bytes().to_vec()));
                     if config.echo {
-                        socket.send_message(message).await.expect("echo");
+                        socket.send(message).await.expect("echo");
                     }
                 }
                 Err(e) => break ending_of(e),
@@ -689,7 +711,7 @@ async fn session(mut socket: WebSocket, config: &Config) -> Outcome {
         Api::Buffer(_) => {
             let mut current: Option<(MessageType, Vec<u8>)> = None;
             loop {
-                let result = match socket.receive(&mut buf).await {
+                let result = match socket.receive_buffer(&mut buf).await {
                     Ok(result) => result,
                     Err(e) => break ending_of(e),
                 };
@@ -720,7 +742,10 @@ async fn session(mut socket: WebSocket, config: &Config) -> Outcome {
                 assert_eq!(*message_kind, kind, "the type changed within a message");
                 data.extend_from_slice(&buf[..count]);
                 if config.echo {
-                    socket.send(&buf[..count], kind, end).await.expect("echo");
+                    socket
+                        .send_buffer(&buf[..count], kind, end)
+                        .await
+                        .expect("echo");
                 }
                 if end {
                     let (kind, data) = current.take().unwrap();
@@ -733,7 +758,7 @@ async fn session(mut socket: WebSocket, config: &Config) -> Outcome {
     // A finished receive side keeps failing the same way.
     let again = match config.api {
         Api::Message => socket.receive_message().await.err(),
-        Api::Buffer(_) => socket.receive(&mut buf).await.err(),
+        Api::Buffer(_) => socket.receive_buffer(&mut buf).await.err(),
     };
     let expected_state = match (&ending, &again) {
         (Ending::Close(_), Some(Error::Closed)) => WebSocketState::CloseReceived,
@@ -759,7 +784,7 @@ async fn session(mut socket: WebSocket, config: &Config) -> Outcome {
             Answer::CloseOutput => socket.close_output(status, "").await.expect("close_output"),
             Answer::Close => {
                 let reason = frame.as_ref().map_or("", |f| f.1.as_str());
-                socket.close(status, reason).await.expect("close");
+                socket.close_with(status, reason).await.expect("close_with");
             }
         }
         if config.answer != Answer::Drop {
@@ -767,7 +792,8 @@ async fn session(mut socket: WebSocket, config: &Config) -> Outcome {
         }
     }
     drop(socket);
-    Outcome { messages, ending }
+    let controls = (config.api == Api::Message).then_some(controls);
+    (Outcome { messages, ending }, controls)
 }
 
 fn ending_of(e: Error) -> Ending {
@@ -975,6 +1001,14 @@ fn check_run(run: &Run, expected: &Expected, config: &Config) {
         }
     } else {
         assert_eq!(pongs, pings, "with unblocked output every ping is answered");
+    }
+
+    // The whole-message API hands every ping and pong over, in order.
+    if let Some(controls) = &run.controls {
+        assert_eq!(
+            *controls, expected.controls,
+            "receive_message did not hand over the pings and pongs received"
+        );
     }
 
     // Echoes.
@@ -1512,8 +1546,17 @@ mod tests {
                 ending: Ending::Close(None),
             }
         );
+        let controls = vec![
+            (true, b"one".to_vec()),
+            (true, b"two".to_vec()),
+            (false, b"unsolicited pong".to_vec()),
+            (true, Vec::new()),
+        ];
+        assert_eq!(expected.controls, controls);
         let run = run(&stream.as_slice().into(), LIMITS, &Config::plain());
         assert_eq!(run.written, b"\x8a\x03one\x8a\x03two\x8a\x00\x88\x00");
+        // receive_message hands them over too, already answered.
+        assert_eq!(run.controls, Some(controls));
     }
 
     #[test]

@@ -34,8 +34,8 @@ use super::live::Live;
 ///
 /// The socket's Close is written by its receive loop, or by its background
 /// task if no one is receiving; the client's answer is read by the
-/// application's next receive, which completes the handshake. A socket
-/// whose application never receives again stays open until the deadline.
+/// application's pending receive, which completes the handshake, or, while
+/// none is pending, by the socket itself.
 ///
 /// hyper's connections are not the layer's: an HTTP/1.1 connection is gone
 /// from hyper once it is upgraded, and hyper-util's `GracefulShutdown`

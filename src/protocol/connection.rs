@@ -70,10 +70,11 @@ pub(crate) enum Incoming {
         message_done: bool,
         compressed: bool,
     },
-    /// A ping: its pong is queued (while our Close is not).
-    Ping,
-    /// A pong.
-    Pong,
+    /// A ping, with its payload: its pong is queued (while our Close is
+    /// not).
+    Ping(ControlPayload),
+    /// A pong, with its payload.
+    Pong(ControlPayload),
     /// The peer's Close: its code and reason, if any.
     Close {
         status: Option<CloseCode>,
@@ -90,6 +91,9 @@ pub(crate) enum SendRejected {
     AfterClose,
     /// A different type than the open fragmented message's.
     TypeChanged,
+    /// A control frame that cannot go now: too long, or a data frame is
+    /// half written.
+    NotNow,
 }
 
 /// How [`Connection::queue_data`] queued a frame.
@@ -341,12 +345,13 @@ impl Connection {
         };
         let incoming = match self.decoder.control(opcode, mask, payload)? {
             ControlFrame::Ping(data) => {
+                let payload = ControlPayload::new(data);
                 if !self.close_started() {
-                    self.pending_pong = Some(ControlPayload::new(data));
+                    self.pending_pong = Some(payload);
                 }
-                Incoming::Ping
+                Incoming::Ping(payload)
             }
-            ControlFrame::Pong(_) => Incoming::Pong,
+            ControlFrame::Pong(data) => Incoming::Pong(ControlPayload::new(data)),
             ControlFrame::Close(close) => {
                 let (status, description) = match close {
                     Some((code, reason)) => (Some(code), Some(reason.to_owned())),
@@ -445,6 +450,30 @@ impl Connection {
             self.frame_in_progress = true;
             Ok(Queued::Header)
         }
+    }
+
+    /// An application's ping (or unsolicited pong) with `payload` (at most
+    /// 125 bytes): into the output like a data frame, behind what is
+    /// queued. Nothing may interrupt a half-written frame, and nothing
+    /// follows our Close.
+    pub(crate) fn queue_app_control(
+        &mut self,
+        ping: bool,
+        payload: &[u8],
+    ) -> Result<(), SendRejected> {
+        if self.state().is_finished() {
+            return Err(SendRejected::Finished);
+        }
+        if self.close_started() {
+            return Err(SendRejected::AfterClose);
+        }
+        if self.frame_in_progress || payload.len() > 125 {
+            return Err(SendRejected::NotNow);
+        }
+        self.stage_control();
+        let opcode = if ping { OpCode::Ping } else { OpCode::Pong };
+        put_frame(&mut self.out, true, opcode, payload);
+        Ok(())
     }
 
     /// The streamed payload of a [`Queued::Header`] frame is written.
@@ -719,8 +748,8 @@ mod tests {
                         events.push((kind.to_owned(), std::mem::take(&mut message)));
                     }
                     Incoming::Data { .. } => {}
-                    Incoming::Ping => events.push(("ping".to_owned(), Vec::new())),
-                    Incoming::Pong => events.push(("pong".to_owned(), Vec::new())),
+                    Incoming::Ping(_) => events.push(("ping".to_owned(), Vec::new())),
+                    Incoming::Pong(_) => events.push(("pong".to_owned(), Vec::new())),
                     Incoming::Close {
                         status,
                         description,
@@ -743,7 +772,7 @@ mod tests {
         let mut wire = client_frame(true, OpCode::Ping, b"hello");
         assert_eq!(
             conn.receive_header(&mut wire).unwrap(),
-            Some((Incoming::Ping, wire.len()))
+            Some((Incoming::Ping(ControlPayload::new(b"hello")), wire.len()))
         );
         conn.stage_control();
         assert_eq!(server_frames(conn.output()), [(0xA, b"hello".to_vec())]);

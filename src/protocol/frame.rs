@@ -211,6 +211,20 @@ pub(crate) struct ControlPayload {
     bytes: [u8; 125],
 }
 
+impl PartialEq for ControlPayload {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for ControlPayload {}
+
+impl std::fmt::Debug for ControlPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ControlPayload({:?})", self.as_slice())
+    }
+}
+
 impl ControlPayload {
     /// `data`, cut to 125 bytes (a received control payload never is
     /// longer).

@@ -53,9 +53,11 @@ impl WebSocketHandle {
     /// The Close frame is written without this task touching the
     /// connection: a receive pending on the owner's task writes it, or the
     /// socket's background task does. The peer's answering Close is seen
-    /// by the owner's next receive (a [`MessageType::Close`] result, or
-    /// [`Message::Close`]), which completes the handshake; an owner that
-    /// stops receiving lets the timeout expire. The owner's sends fail with
+    /// by the owner's pending receive (a [`MessageType::Close`] result, or
+    /// [`Message::Close`]), which completes the handshake; while no
+    /// receive is pending, the socket reads the answer itself (dropping
+    /// data that arrives first), so the close completes within one round
+    /// trip either way. The owner's sends fail with
     /// [`Error::SendAfterClose`] from the moment our Close is queued.
     ///
     /// Returns `Ok(())` at once if the socket was dropped or is already

@@ -4,6 +4,8 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use super::utf8_bytes::Utf8Bytes;
+use crate::error::Error;
 use crate::protocol::CloseCode;
 
 /// The type of a message, or of the frame a receive returned (ASP.NET
@@ -19,7 +21,7 @@ pub enum MessageType {
     Close,
 }
 
-/// The result of [`WebSocket::receive`](crate::WebSocket::receive) (ASP.NET
+/// The result of [`WebSocket::receive_buffer`](crate::WebSocket::receive_buffer) (ASP.NET
 /// `WebSocketReceiveResult`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReceiveResult {
@@ -67,20 +69,33 @@ pub struct CloseFrame {
     pub code: CloseCode,
     /// The reason, at most 123 bytes of UTF-8 on the wire (longer reasons
     /// are truncated on a character boundary when sent).
-    pub reason: String,
+    pub reason: Utf8Bytes,
 }
 
-/// A whole message, for [`WebSocket::receive_message`](crate::WebSocket::receive_message),
-/// [`WebSocket::send_message`](crate::WebSocket::send_message) and the
-/// `Stream` / `Sink` implementations.
+/// A whole message: what [`WebSocket::recv`](crate::WebSocket::recv), the
+/// `Stream` and [`WebSocket::receive_message`](crate::WebSocket::receive_message)
+/// return, and what [`WebSocket::send`](crate::WebSocket::send), the `Sink`
+/// and [`WebSocket::try_send`](crate::WebSocket::try_send) take. The same
+/// shape as axum's and tungstenite's `Message`.
 ///
-/// Pings and pongs are handled by the socket and never surface here.
+/// Pings are answered by the socket by itself, whoever receives; they are
+/// also handed to the application ([`Message::Ping`]), as are pongs, so a
+/// server can see that a client is alive. Sending a [`Message::Ping`]
+/// sends a ping; its answer arrives as a [`Message::Pong`]. The buffer API
+/// ([`WebSocket::receive_buffer`](crate::WebSocket::receive_buffer), the
+/// ASP.NET one) never shows them.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Message {
     /// A text message.
-    Text(String),
+    Text(Utf8Bytes),
     /// A binary message.
     Binary(Bytes),
+    /// A ping: received (already answered), or to send. At most 125
+    /// bytes.
+    Ping(Bytes),
+    /// A pong: the answer to our ping (the keep-alive timer's included),
+    /// or an unsolicited one to send. At most 125 bytes.
+    Pong(Bytes),
     /// The peer's Close frame (`None`: no status code), when received;
     /// when sent, this side's Close frame, like
     /// [`WebSocket::close_output`](crate::WebSocket::close_output).
@@ -89,7 +104,7 @@ pub enum Message {
 
 impl Message {
     /// A text message.
-    pub fn text(text: impl Into<String>) -> Message {
+    pub fn text(text: impl Into<Utf8Bytes>) -> Message {
         Message::Text(text.into())
     }
 
@@ -98,28 +113,90 @@ impl Message {
         Message::Binary(data.into())
     }
 
-    /// The message's type.
-    pub fn message_type(&self) -> MessageType {
-        match self {
-            Message::Text(_) => MessageType::Text,
-            Message::Binary(_) => MessageType::Binary,
-            Message::Close(_) => MessageType::Close,
-        }
+    /// Whether this is a [`Message::Text`].
+    pub fn is_text(&self) -> bool {
+        matches!(self, Message::Text(_))
     }
 
-    /// The payload bytes (empty for Close).
+    /// Whether this is a [`Message::Binary`].
+    pub fn is_binary(&self) -> bool {
+        matches!(self, Message::Binary(_))
+    }
+
+    /// Whether this is a [`Message::Ping`].
+    pub fn is_ping(&self) -> bool {
+        matches!(self, Message::Ping(_))
+    }
+
+    /// Whether this is a [`Message::Pong`].
+    pub fn is_pong(&self) -> bool {
+        matches!(self, Message::Pong(_))
+    }
+
+    /// Whether this is a [`Message::Close`].
+    pub fn is_close(&self) -> bool {
+        matches!(self, Message::Close(_))
+    }
+
+    /// The payload bytes (a Close's reason).
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Message::Text(text) => text.as_bytes(),
-            Message::Binary(data) => data,
-            Message::Close(_) => &[],
+            Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data,
+            Message::Close(Some(frame)) => frame.reason.as_bytes(),
+            Message::Close(None) => &[],
         }
+    }
+
+    /// The payload (a Close's reason), as [`Bytes`], without a copy.
+    pub fn into_data(self) -> Bytes {
+        match self {
+            Message::Text(text) => text.into_bytes(),
+            Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data,
+            Message::Close(Some(frame)) => frame.reason.into_bytes(),
+            Message::Close(None) => Bytes::new(),
+        }
+    }
+
+    /// The text of a text message (a Close's reason), or of a binary or
+    /// control payload that is UTF-8.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the payload is not UTF-8.
+    pub fn into_text(self) -> Result<Utf8Bytes, Error> {
+        match self {
+            Message::Text(text) => Ok(text),
+            Message::Close(Some(frame)) => Ok(frame.reason),
+            Message::Close(None) => Ok(Utf8Bytes::default()),
+            Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => {
+                Utf8Bytes::try_from(data)
+                    .map_err(|_| Error::InvalidArgument("payload is not UTF-8"))
+            }
+        }
+    }
+
+    /// The text, borrowed: as [`into_text`](Self::into_text).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the payload is not UTF-8.
+    pub fn to_text(&self) -> Result<&str, Error> {
+        std::str::from_utf8(self.as_bytes())
+            .map_err(|_| Error::InvalidArgument("payload is not UTF-8"))
     }
 }
 
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const SHOWN: usize = 64;
+        let bytes = |f: &mut fmt::Formatter<'_>, name: &str, data: &[u8]| {
+            if data.len() > SHOWN {
+                write!(f, "{name}({:?}.. {} bytes)", &data[..SHOWN], data.len())
+            } else {
+                write!(f, "{name}({data:?})")
+            }
+        };
         match self {
             Message::Text(text) if text.len() > SHOWN => {
                 let mut end = SHOWN;
@@ -128,25 +205,30 @@ impl fmt::Debug for Message {
                 }
                 write!(f, "Text({:?}.. {} bytes)", &text[..end], text.len())
             }
-            Message::Text(text) => write!(f, "Text({text:?})"),
-            Message::Binary(data) if data.len() > SHOWN => {
-                write!(f, "Binary({:?}.. {} bytes)", &data[..SHOWN], data.len())
-            }
-            Message::Binary(data) => write!(f, "Binary({:?})", &data[..]),
+            Message::Text(text) => write!(f, "Text({:?})", text.as_str()),
+            Message::Binary(data) => bytes(f, "Binary", data),
+            Message::Ping(data) => bytes(f, "Ping", data),
+            Message::Pong(data) => bytes(f, "Pong", data),
             Message::Close(frame) => write!(f, "Close({frame:?})"),
         }
     }
 }
 
+impl From<Utf8Bytes> for Message {
+    fn from(text: Utf8Bytes) -> Self {
+        Message::Text(text)
+    }
+}
+
 impl From<String> for Message {
     fn from(text: String) -> Self {
-        Message::Text(text)
+        Message::Text(text.into())
     }
 }
 
 impl From<&str> for Message {
     fn from(text: &str) -> Self {
-        Message::Text(text.to_owned())
+        Message::Text(text.into())
     }
 }
 

@@ -12,6 +12,7 @@ mod pipeline;
 mod read_buffer;
 mod spare;
 mod transport;
+mod utf8_bytes;
 mod websocket;
 
 pub(crate) use core::Shared;
@@ -19,5 +20,6 @@ pub use handle::WebSocketHandle;
 pub use message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
 pub(crate) use pipeline::PipelineLink;
 pub(crate) use transport::Transport;
+pub use utf8_bytes::Utf8Bytes;
 pub(crate) use websocket::SocketConfig;
-pub use websocket::{WebSocket, WebSocketReader, WebSocketWriter};
+pub use websocket::{ReuniteError, WebSocket, WebSocketReader, WebSocketWriter};

@@ -30,19 +30,21 @@ use crate::stats::Traffic;
 /// Obtained from [`WebSocketUpgrade::accept`](crate::WebSocketUpgrade::accept).
 /// Two surfaces over one connection:
 ///
-/// - the ASP.NET one: [`receive`](Self::receive) into your buffer, returning
-///   count, type and end-of-message, and [`send`](Self::send) with the
-///   same three, so fragmentation passes through unchanged;
-/// - the idiomatic Rust one: whole [`Message`]s with
-///   [`receive_message`](Self::receive_message) /
-///   [`send_message`](Self::send_message), or the `futures` [`Stream`] and
-///   [`Sink`] of `Message`.
+/// - the Rust one, as axum's and tungstenite's `WebSocket`: whole
+///   [`Message`]s with [`recv`](Self::recv) and [`send`](Self::send)
+///   (also [`try_send`](Self::try_send), which never waits), or the
+///   `futures` [`Stream`] and [`Sink`] of `Message`. Pings and pongs
+///   arrive as messages (pings already answered);
+/// - the ASP.NET one: [`receive_buffer`](Self::receive_buffer) into your
+///   buffer (`ReceiveAsync`), returning count, type and end-of-message,
+///   and [`send_buffer`](Self::send_buffer) (`SendAsync`) with the same
+///   three, so fragmentation passes through unchanged;
+///   [`close_with`](Self::close_with) (`CloseAsync`) and
+///   [`close_output`](Self::close_output) (`CloseOutputAsync`).
 ///
-/// The inherent [`send`](Self::send) and [`close`](Self::close) (the
-/// ASP.NET names) take precedence over `SinkExt::send` / `SinkExt::close`
-/// in method-call syntax; with the `Sink`, write
-/// `SinkExt::send(&mut socket, message)`, or use
-/// [`send_message`](Self::send_message).
+/// No inherent method shadows a `StreamExt` or `SinkExt` method with a
+/// different meaning: `socket.send(message)` is the `Sink`'s send, and
+/// `SinkExt::close` starts the close handshake with 1000.
 ///
 /// One receive and one send may run at the same time (as in ASP.NET):
 /// [`split`](Self::split) gives a [`WebSocketReader`] and a
@@ -62,14 +64,14 @@ use crate::stats::Traffic;
 /// - When the peer starts: a receive returns [`MessageType::Close`] with
 ///   the peer's [`close_status`](ReceiveResult::close_status) and the
 ///   state becomes [`CloseReceived`](WebSocketState::CloseReceived).
-///   Answer with [`close`](Self::close) or [`close_output`](Self::close_output)
+///   Answer with [`close_with`](Self::close_with) or [`close_output`](Self::close_output)
 ///   (usually echoing the status); both then complete at once and the
 ///   state becomes [`Closed`](WebSocketState::Closed). If the socket is
 ///   dropped instead, the answer is sent for you, echoing the status.
 /// - When we start: [`close_output`](Self::close_output) sends our Close
 ///   and returns (state [`CloseSent`](WebSocketState::CloseSent)); keep
 ///   receiving to see the rest of the peer's data and its Close.
-///   [`close`](Self::close) sends our Close and waits for the peer's,
+///   [`close_with`](Self::close_with) sends our Close and waits for the peer's,
 ///   discarding data that arrives meanwhile, at most the
 ///   [close timeout](crate::WebSocketOptions::close_timeout); a peer that
 ///   does not answer in time is cut off and the socket is
@@ -220,6 +222,71 @@ impl WebSocket {
         Ok(WebSocket::new(Transport::new(io), &[], config, finished))
     }
 
+    /// Receives the next message: `None` once the socket is finished (the
+    /// peer's [`Message::Close`] is returned first, once; an error is
+    /// returned once, then `None`). The loop axum and tungstenite users
+    /// write:
+    ///
+    /// ```no_run
+    /// # async fn f(mut socket: tower_websockets::WebSocket) -> Result<(), tower_websockets::Error> {
+    /// use tower_websockets::Message;
+    ///
+    /// while let Some(Ok(message)) = socket.recv().await {
+    ///     match message {
+    ///         Message::Text(_) | Message::Binary(_) => socket.send(message).await?,
+    ///         // Already answered; here for a liveness check of your own.
+    ///         Message::Ping(_) | Message::Pong(_) => {}
+    ///         // The socket answers it once the loop ends (or call close_output).
+    ///         Message::Close(_) => break,
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Pings arrive as [`Message::Ping`] (already answered) and pongs as
+    /// [`Message::Pong`], so a server can tell that a client is alive from
+    /// its pings alone (see the README's "client pings, server times out"
+    /// pattern).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a partly received message is kept in the socket and
+    /// completed by the next call.
+    pub fn recv(&mut self) -> impl Future<Output = Option<Result<Message, Error>>> + Send + '_ {
+        self.reader.recv()
+    }
+
+    /// Sends a whole message: text or binary as one frame, a
+    /// [`Message::Ping`] or [`Message::Pong`] as that control frame (at
+    /// most 125 bytes), a [`Message::Close`] as
+    /// [`close_output`](Self::close_output) does.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_buffer`](Self::send_buffer);
+    /// [`Error::InvalidArgument`] for a ping or pong over 125 bytes.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send_buffer`](Self::send_buffer).
+    ///
+    /// # Memory
+    ///
+    /// A binary message of 64 KiB or more that nothing else refers to once
+    /// it is written (a received message echoed back, typically) is not
+    /// freed: its allocation is kept for the next large message received
+    /// on the same thread, which then needs no fresh allocation (and the
+    /// kernel no fresh pages). A thread keeps at most 8 MiB of such
+    /// buffers, and no socket holds any while idle. A [`Message::Text`]
+    /// (a [`Utf8Bytes`](crate::Utf8Bytes)) is shared, not copied, when the
+    /// same text goes to many sockets.
+    pub fn send(
+        &mut self,
+        message: Message,
+    ) -> impl Future<Output = Result<(), Error>> + Send + '_ {
+        self.writer.send(message)
+    }
+
     /// Receives the next piece of a message into `buf` (ASP.NET
     /// `ReceiveAsync`).
     ///
@@ -242,11 +309,12 @@ impl WebSocket {
     /// Cancel-safe: if the future is dropped before it completes, no data
     /// was consumed, and the next receive continues where this one would
     /// have.
-    pub fn receive<'a>(
+    #[doc(alias = "ReceiveAsync")]
+    pub fn receive_buffer<'a>(
         &'a mut self,
         buf: &'a mut [u8],
     ) -> impl Future<Output = Result<ReceiveResult, Error>> + Send + 'a {
-        self.reader.receive(buf)
+        self.reader.receive_buffer(buf)
     }
 
     /// Sends `payload` as one frame of a message of `message_type` (ASP.NET
@@ -277,21 +345,25 @@ impl WebSocket {
     /// Once polled, the frame is sent whole even if the future is dropped:
     /// the unwritten rest is queued and goes out before anything else the
     /// socket writes, so the stream never carries half a frame.
-    pub fn send<'a>(
+    #[doc(alias = "SendAsync")]
+    pub fn send_buffer<'a>(
         &'a mut self,
         payload: &'a [u8],
         message_type: MessageType,
         end_of_message: bool,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
-        self.writer.send(payload, message_type, end_of_message)
+        self.writer
+            .send_buffer(payload, message_type, end_of_message)
     }
 
-    /// Receives the next whole message. A received [`Message::Close`] has
-    /// the same meaning as a [`MessageType::Close`] receive result.
+    /// Receives the next whole message, as [`recv`](Self::recv) does, but
+    /// as a `Result` for `?`: after the peer's [`Message::Close`] it fails
+    /// with [`Error::Closed`] where `recv` returns `None`. Pings and pongs
+    /// arrive as messages here too.
     ///
     /// # Errors
     ///
-    /// As [`receive`](Self::receive).
+    /// As [`receive_buffer`](Self::receive_buffer).
     ///
     /// # Cancel safety
     ///
@@ -310,35 +382,9 @@ impl WebSocket {
     ///
     /// Messages of 64 KiB or more are assembled in an allocation reused
     /// from an earlier large message when the thread has one: see
-    /// [`send_message`](Self::send_message).
+    /// [`send`](Self::send).
     pub fn receive_message(&mut self) -> impl Future<Output = Result<Message, Error>> + Send + '_ {
         self.reader.receive_message()
-    }
-
-    /// Sends a whole message; [`Message::Close`] is
-    /// [`close_output`](Self::close_output).
-    ///
-    /// # Errors
-    ///
-    /// As [`send`](Self::send).
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`send`](Self::send).
-    ///
-    /// # Memory
-    ///
-    /// A message of 64 KiB or more that nothing else refers to once it is
-    /// written (a received message echoed back, typically) is not freed:
-    /// its allocation is kept for the next large message received on the
-    /// same thread, which then needs no fresh allocation (and the kernel
-    /// no fresh pages). A thread keeps at most 8 MiB of such buffers, and
-    /// no socket holds any while idle.
-    pub fn send_message(
-        &mut self,
-        message: Message,
-    ) -> impl Future<Output = Result<(), Error>> + Send + '_ {
-        self.writer.send_message(message)
     }
 
     /// Sends a whole message without waiting: it is queued (copied) and
@@ -355,12 +401,12 @@ impl WebSocket {
     /// # use tower_websockets::{CloseCode, CloseFrame, Message, TrySendError, WebSocketWriter};
     /// # async fn broadcast(subscribers: &mut Vec<WebSocketWriter>, text: String) {
     /// for subscriber in subscribers.iter_mut() {
-    ///     match subscriber.try_send_message(Message::Text(text.clone())) {
+    ///     match subscriber.try_send(Message::text(text.clone())) {
     ///         Ok(()) => {}
     ///         // Too slow: 64 KiB (by default) are still waiting for it.
     ///         Err(TrySendError::Full(_)) => {
     ///             let close = CloseFrame { code: CloseCode::TRY_AGAIN_LATER, reason: "too slow".into() };
-    ///             let _ = subscriber.try_send_message(Message::Close(Some(close)));
+    ///             let _ = subscriber.try_send(Message::Close(Some(close)));
     ///         }
     ///         Err(TrySendError::Failed(_)) => {} // closed or gone
     ///     }
@@ -376,9 +422,9 @@ impl WebSocket {
     /// [`max_buffered_amount`](crate::WebSocketOptions::max_buffered_amount)
     /// (an empty queue takes a message of any size);
     /// [`TrySendError::Failed`] with the error [`send`](Self::send) would
-    /// give.
-    pub fn try_send_message(&mut self, message: Message) -> Result<(), TrySendError> {
-        self.writer.try_send_message(message)
+    /// give. A ping or pong is always taken (it is at most 127 bytes).
+    pub fn try_send(&mut self, message: Message) -> Result<(), TrySendError> {
+        self.writer.try_send(message)
     }
 
     /// Closes the socket with the full handshake (ASP.NET `CloseAsync`):
@@ -399,8 +445,9 @@ impl WebSocket {
     ///
     /// Our Close frame is queued on the first poll and sent by whatever
     /// operation writes next; the wait for the peer's Close can be resumed
-    /// by calling `close` again.
-    pub async fn close(
+    /// by calling `close_with` again.
+    #[doc(alias = "CloseAsync")]
+    pub async fn close_with(
         &mut self,
         status: impl Into<Option<CloseCode>>,
         description: &str,
@@ -441,6 +488,7 @@ impl WebSocket {
     ///
     /// The Close frame is queued on the first poll and sent by whatever
     /// operation writes next.
+    #[doc(alias = "CloseOutputAsync")]
     pub async fn close_output(
         &mut self,
         status: impl Into<Option<CloseCode>>,
@@ -515,7 +563,14 @@ impl WebSocket {
     }
 
     /// Splits the socket into a reader and a writer that can be used from
-    /// two tasks at once.
+    /// two tasks at once; [`WebSocketReader::reunite`] puts them back
+    /// together. Either half can start the close: the writer with
+    /// [`send`](WebSocketWriter::send)`(Message::Close(..))` or
+    /// [`close_output`](WebSocketWriter::close_output), the reader with
+    /// [`close_output`](WebSocketReader::close_output). The peer's answer is
+    /// read by the reader's next receive or, while none is pending, by the
+    /// socket itself (so the close completes within one round trip either
+    /// way), within the close timeout.
     pub fn split(self) -> (WebSocketReader, WebSocketWriter) {
         (self.reader, self.writer)
     }
@@ -586,20 +641,54 @@ impl<T> Drop for ReceiveFuture<'_, T> {
     #[inline]
     fn drop(&mut self) {
         self.shared.pipeline.released(Party::Reader);
+        self.shared.reader_gone();
+    }
+}
+
+/// [`WebSocketReader::recv`]: the `Stream`'s next item, as a future that
+/// tells the pipeline marks when it is dropped.
+struct Recv<'a> {
+    reader: &'a mut WebSocketReader,
+}
+
+impl Future for Recv<'_> {
+    type Output = Option<Result<Message, Error>>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut *self.reader).poll_next(cx)
+    }
+}
+
+impl Drop for Recv<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.reader.shared.pipeline.released(Party::Reader);
+        self.reader.shared.reader_gone();
     }
 }
 
 impl WebSocketReader {
-    /// See [`WebSocket::receive`].
-    ///
-    /// # Errors
-    ///
-    /// As [`WebSocket::receive`].
+    /// See [`WebSocket::recv`].
     ///
     /// # Cancel safety
     ///
-    /// Cancel-safe, as [`WebSocket::receive`].
-    pub fn receive<'a>(
+    /// Cancel-safe, as [`WebSocket::recv`].
+    pub fn recv(&mut self) -> impl Future<Output = Option<Result<Message, Error>>> + Send + '_ {
+        Recv { reader: self }
+    }
+
+    /// See [`WebSocket::receive_buffer`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::receive_buffer`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`WebSocket::receive_buffer`].
+    #[doc(alias = "ReceiveAsync")]
+    pub fn receive_buffer<'a>(
         &'a mut self,
         buf: &'a mut [u8],
     ) -> impl Future<Output = Result<ReceiveResult, Error>> + Send + 'a {
@@ -613,7 +702,7 @@ impl WebSocketReader {
     ///
     /// # Errors
     ///
-    /// As [`WebSocket::receive`].
+    /// As [`WebSocket::receive_buffer`].
     ///
     /// # Cancel safety
     ///
@@ -627,6 +716,48 @@ impl WebSocketReader {
 
     fn poll_receive_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, Error>> {
         WholeMessage.poll_core(&self.shared, cx)
+    }
+
+    /// Starts the close handshake from the reading half: queues our Close
+    /// frame (unless one was sent), which the socket writes at once, even
+    /// while the writer half is busy on another task; keep receiving to see
+    /// the peer's data and its Close, which finishes the socket. As
+    /// [`WebSocket::close_output`] (and the writer's), without waiting for
+    /// the writer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Aborted`] (or the error that ended it) on an aborted
+    /// socket.
+    #[doc(alias = "CloseOutputAsync")]
+    pub fn close_output(
+        &self,
+        status: impl Into<Option<CloseCode>>,
+        description: &str,
+    ) -> Result<(), Error> {
+        self.shared
+            .close_from_handle(status.into(), description)
+            .map(drop)
+    }
+
+    /// Puts the two halves of one socket back together.
+    ///
+    /// # Errors
+    ///
+    /// [`ReuniteError`], with both halves, if they are not from the same
+    /// socket.
+    pub fn reunite(self, writer: WebSocketWriter) -> Result<WebSocket, ReuniteError> {
+        if Arc::ptr_eq(&self.shared, &writer.shared) {
+            Ok(WebSocket {
+                reader: self,
+                writer,
+            })
+        } else {
+            Err(ReuniteError {
+                reader: self,
+                writer,
+            })
+        }
     }
 
     /// See [`WebSocket::state`].
@@ -649,6 +780,29 @@ impl WebSocketReader {
         WebSocketHandle::new(Arc::downgrade(&self.shared))
     }
 }
+
+/// [`WebSocketReader::reunite`] was given halves of two different sockets:
+/// both are handed back.
+pub struct ReuniteError {
+    /// The reader passed in.
+    pub reader: WebSocketReader,
+    /// The writer passed in.
+    pub writer: WebSocketWriter,
+}
+
+impl fmt::Debug for ReuniteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReuniteError(..)")
+    }
+}
+
+impl fmt::Display for ReuniteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the halves are from different websockets")
+    }
+}
+
+impl std::error::Error for ReuniteError {}
 
 /// What a [`SendFuture`] sends.
 enum Outgoing<'a> {
@@ -676,7 +830,7 @@ impl Outgoing<'_> {
                 Some((text.as_bytes(), MessageType::Text, true))
             }
             Outgoing::Message(Message::Binary(data)) => Some((data, MessageType::Binary, true)),
-            Outgoing::Message(Message::Close(_)) => None,
+            Outgoing::Message(Message::Close(_) | Message::Ping(_) | Message::Pong(_)) => None,
         }
     }
 }
@@ -708,12 +862,22 @@ impl Future for SendFuture<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let Some((payload, message_type, end_of_message)) = this.outgoing.data() else {
-            // `close_output`, in one future.
-            if let (SendProgress::NotStarted, Outgoing::Message(Message::Close(frame))) =
+            // A Close (`close_output`, in one future), a ping or a pong:
+            // queued, then flushed.
+            if let (SendProgress::NotStarted, Outgoing::Message(message)) =
                 (&this.progress, &this.outgoing)
             {
-                let (code, reason) = close_parts(frame);
-                this.shared.lock().start_close(code, reason)?;
+                let mut core = this.shared.lock();
+                match message {
+                    Message::Close(frame) => {
+                        let (code, reason) = close_parts(frame);
+                        core.start_close(code, reason).map(drop)?;
+                    }
+                    Message::Ping(data) => core.queue_control(true, data)?,
+                    Message::Pong(data) => core.queue_control(false, data)?,
+                    Message::Text(_) | Message::Binary(_) => {}
+                }
+                drop(core);
                 this.progress = SendProgress::Flushing;
             }
             return this
@@ -737,24 +901,32 @@ impl Drop for SendFuture<'_> {
         // A large message's allocation, written and let go of, is kept for
         // the next large message received on this thread (an echo's reply
         // typically is the received message).
-        match std::mem::replace(&mut self.outgoing, Outgoing::Message(Message::Close(None))) {
-            Outgoing::Message(Message::Text(text)) => spare::recycle_text(text),
-            Outgoing::Message(Message::Binary(data)) => spare::recycle_message(data),
-            _ => {}
+        if let Outgoing::Message(Message::Binary(data)) =
+            std::mem::replace(&mut self.outgoing, Outgoing::Message(Message::Close(None)))
+        {
+            spare::recycle_message(data);
         }
     }
 }
 
 impl WebSocketWriter {
-    /// See [`WebSocket::try_send_message`].
+    /// See [`WebSocket::try_send`].
     ///
     /// # Errors
     ///
-    /// As [`WebSocket::try_send_message`].
-    pub fn try_send_message(&mut self, message: Message) -> Result<(), TrySendError> {
+    /// As [`WebSocket::try_send`].
+    pub fn try_send(&mut self, message: Message) -> Result<(), TrySendError> {
         let (payload, message_type): (&[u8], _) = match &message {
             Message::Text(text) => (text.as_bytes(), MessageType::Text),
             Message::Binary(data) => (data, MessageType::Binary),
+            Message::Ping(data) | Message::Pong(data) => {
+                let ping = message.is_ping();
+                self.shared.poll_now(|core, io_cx| {
+                    core.queue_control(ping, data)?;
+                    core.try_write_now(io_cx)
+                })?;
+                return Ok(());
+            }
             Message::Close(frame) => {
                 let (code, reason) = close_parts(frame);
                 self.shared.close_from_handle(code, reason)?;
@@ -771,16 +943,17 @@ impl WebSocketWriter {
         }
     }
 
-    /// See [`WebSocket::send`].
+    /// See [`WebSocket::send_buffer`].
     ///
     /// # Errors
     ///
-    /// As [`WebSocket::send`].
+    /// As [`WebSocket::send_buffer`].
     ///
     /// # Cancel safety
     ///
-    /// As [`WebSocket::send`].
-    pub fn send<'a>(
+    /// As [`WebSocket::send_buffer`].
+    #[doc(alias = "SendAsync")]
+    pub fn send_buffer<'a>(
         &'a mut self,
         payload: &'a [u8],
         message_type: MessageType,
@@ -797,7 +970,7 @@ impl WebSocketWriter {
         }
     }
 
-    /// See [`WebSocket::send_message`].
+    /// See [`WebSocket::send`].
     ///
     /// # Errors
     ///
@@ -806,7 +979,7 @@ impl WebSocketWriter {
     /// # Cancel safety
     ///
     /// As [`WebSocket::send`].
-    pub fn send_message(
+    pub fn send(
         &mut self,
         message: Message,
     ) -> impl Future<Output = Result<(), Error>> + Send + '_ {
@@ -826,6 +999,7 @@ impl WebSocketWriter {
     /// # Cancel safety
     ///
     /// As [`WebSocket::close_output`].
+    #[doc(alias = "CloseOutputAsync")]
     pub async fn close_output(
         &mut self,
         status: impl Into<Option<CloseCode>>,
@@ -906,6 +1080,8 @@ impl Sink<Message> for WebSocketWriter {
         match item {
             Message::Text(text) => core.queue_message(text.as_bytes(), MessageType::Text),
             Message::Binary(data) => core.queue_message(&data, MessageType::Binary),
+            Message::Ping(data) => core.queue_control(true, &data),
+            Message::Pong(data) => core.queue_control(false, &data),
             Message::Close(frame) => {
                 let (code, reason) = close_parts(&frame);
                 core.start_close(code, reason).map(drop)

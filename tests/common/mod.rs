@@ -72,19 +72,19 @@ pub async fn echo_loop(
     buffer_size: usize,
 ) -> Result<(), tower_websockets::Error> {
     let mut buf = vec![0u8; buffer_size];
-    let mut result = socket.receive(&mut buf).await?;
+    let mut result = socket.receive_buffer(&mut buf).await?;
     while result.message_type() != MessageType::Close {
         socket
-            .send(
+            .send_buffer(
                 &buf[..result.count()],
                 result.message_type(),
                 result.end_of_message(),
             )
             .await?;
-        result = socket.receive(&mut buf).await?;
+        result = socket.receive_buffer(&mut buf).await?;
     }
     socket
-        .close(
+        .close_with(
             result.close_status(),
             result.close_description().unwrap_or(""),
         )
@@ -102,9 +102,9 @@ pub async fn echo_server(options: WebSocketOptions) -> SocketAddr {
     serve(service).await
 }
 
-/// An echo server over whole messages (`receive_message` /
-/// `send_message`) on 127.0.0.1:0; the peer's Close is answered with its
-/// own status.
+/// An echo server over whole messages (`receive_message` / `send`) on
+/// 127.0.0.1:0; pings and pongs are not echoed (the socket answers pings
+/// itself); the peer's Close is answered with its own status.
 pub async fn message_echo_server(options: WebSocketOptions) -> SocketAddr {
     let service = ServiceBuilder::new()
         .layer(WebSocketLayer::new(options).unwrap())
@@ -120,27 +120,33 @@ pub async fn message_echo_server(options: WebSocketOptions) -> SocketAddr {
     serve(service).await
 }
 
-/// Echoes whole messages until the peer's Close, then answers it.
+/// Echoes whole messages (not pings and pongs, which the socket answers
+/// by itself) until the peer's Close, then answers it.
 pub async fn message_echo_loop(socket: &mut WebSocket) -> Result<(), tower_websockets::Error> {
     loop {
         match socket.receive_message().await? {
             tower_websockets::Message::Close(frame) => {
                 let (code, reason) = match frame {
                     Some(frame) => (Some(frame.code), frame.reason),
-                    None => (None, String::new()),
+                    None => (None, tower_websockets::Utf8Bytes::default()),
                 };
-                return socket.close(code, &reason).await;
+                return socket.close_with(code, &reason).await;
             }
-            message => socket.send_message(message).await?,
+            tower_websockets::Message::Ping(_) | tower_websockets::Message::Pong(_) => {}
+            message => socket.send(message).await?,
         }
     }
 }
 
-/// Echo over the `futures` Stream and Sink, the Close reply included.
+/// Echo over the `futures` Stream and Sink, the Close reply included;
+/// pings and pongs (answered by the socket) are not echoed.
 pub async fn stream_sink_echo(mut socket: WebSocket) {
     use futures_util::{SinkExt, StreamExt};
     while let Some(item) = socket.next().await {
         let Ok(message) = item else { return };
+        if message.is_ping() || message.is_pong() {
+            continue;
+        }
         let is_close = matches!(message, tower_websockets::Message::Close(_));
         if SinkExt::send(&mut socket, message).await.is_err() || is_close {
             return;
@@ -148,13 +154,17 @@ pub async fn stream_sink_echo(mut socket: WebSocket) {
     }
 }
 
-/// Echo through split halves: the reader task forwards every message over
-/// a channel to the writer task.
+/// Echo through split halves: the reader task forwards every message
+/// (but pings and pongs, answered by the socket) over a channel to the
+/// writer task.
 pub async fn split_echo(socket: WebSocket) {
     let (mut reader, mut writer) = socket.split();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<tower_websockets::Message>(8);
     let read = tokio::spawn(async move {
         while let Ok(message) = reader.receive_message().await {
+            if message.is_ping() || message.is_pong() {
+                continue;
+            }
             let is_close = matches!(message, tower_websockets::Message::Close(_));
             if tx.send(message).await.is_err() || is_close {
                 return;
@@ -163,7 +173,7 @@ pub async fn split_echo(socket: WebSocket) {
     });
     let write = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
-            if writer.send_message(message).await.is_err() {
+            if writer.send(message).await.is_err() {
                 return;
             }
         }

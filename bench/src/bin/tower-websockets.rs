@@ -5,10 +5,12 @@
 //! registry: `WebSocketLayer::new(WebSocketOptions::default())` in front of
 //! a service that accepts every WebSocket request, drops the request and
 //! echoes. `--mode message` (the default) echoes whole messages with
-//! `receive_message` / `send_message`, like every peer; `--mode aspnet` runs
-//! the ASP.NET sample's loop (receive into a 4 KiB buffer, send what came
-//! with the same type and end-of-message flag). Either way the loop ends by
-//! answering the client's Close with the client's status.
+//! `receive_message` / `send`, like every peer (pings and pongs, which the
+//! socket answers by itself, are not echoed); `--mode aspnet` runs the
+//! ASP.NET sample's loop (`receive_buffer` into a 4 KiB buffer,
+//! `send_buffer` what came with the same type and end-of-message flag).
+//! Either way the loop ends by answering the client's Close with the
+//! client's status.
 //!
 //! A peek at the first bytes picks the protocol: HTTP/1.1 connections are
 //! served by hyper's `http1` directly, h2c (prior knowledge) by hyper-util's
@@ -175,7 +177,8 @@ async fn route(mut req: Request<Incoming>, mode: Mode) -> Result<Response<Body>,
     Ok(Response::default())
 }
 
-/// Echoes whole messages.
+/// Echoes whole messages; pings (answered by the socket itself) and
+/// pongs are not echoed.
 async fn echo_messages(socket: &mut WebSocket) -> Result<(), Error> {
     loop {
         match socket.receive_message().await? {
@@ -184,9 +187,10 @@ async fn echo_messages(socket: &mut WebSocket) -> Result<(), Error> {
                     Some(frame) => (Some(frame.code), frame.reason.as_str()),
                     None => (None, ""),
                 };
-                return socket.close(status, description).await;
+                return socket.close_with(status, description).await;
             }
-            data => socket.send_message(data).await?,
+            Message::Ping(_) | Message::Pong(_) => {}
+            data => socket.send(data).await?,
         }
     }
 }
@@ -195,14 +199,14 @@ async fn echo_messages(socket: &mut WebSocket) -> Result<(), Error> {
 async fn echo(socket: &mut WebSocket) -> Result<(), Error> {
     let mut buffer = vec![0; BUFFER_SIZE];
     loop {
-        let result = socket.receive(&mut buffer).await?;
+        let result = socket.receive_buffer(&mut buffer).await?;
         if result.message_type() == MessageType::Close {
             let description = result.close_description().unwrap_or("");
-            return socket.close(result.close_status(), description).await;
+            return socket.close_with(result.close_status(), description).await;
         }
         let received = &buffer[..result.count()];
         socket
-            .send(received, result.message_type(), result.end_of_message())
+            .send_buffer(received, result.message_type(), result.end_of_message())
             .await?;
     }
 }

@@ -128,8 +128,15 @@ impl Core {
         status: Option<CloseCode>,
         reason: &str,
     ) -> Result<bool, Error> {
+        let was_open = self.state() == WebSocketState::Open;
         match self.conn.start_close(status, reason) {
             Ok(queued) => {
+                if was_open {
+                    // Our Close starts the handshake: the background task
+                    // reads the answer if the application is not receiving,
+                    // within the close timeout.
+                    self.flush_notify.notify_one();
+                }
                 self.note_state();
                 Ok(queued)
             }
@@ -137,7 +144,7 @@ impl Core {
         }
     }
 
-    /// The close timeout, for [`WebSocket::close`](crate::WebSocket::close).
+    /// The close timeout, for [`WebSocket::close_with`](crate::WebSocket::close_with).
     pub(crate) fn close_timeout(&self) -> Duration {
         self.close_timeout
     }

@@ -96,7 +96,13 @@ impl Core {
 ///   that stays silent that long after a ping (`KeepAliveTimeout`);
 /// - the safety net of write coalescing: when a send left its bytes queued
 ///   because more input was buffered, and the application does not read
-///   again before this task runs, it writes them.
+///   again before this task runs, it writes them;
+/// - the end of a close we started: once our Close is out, the peer's
+///   answer must come within the close timeout (or the socket is
+///   aborted), and if no receive is pending to see it, this task reads it
+///   (dropping data that comes first), so a close from a handle or the
+///   writer half completes in one round trip while the application does
+///   not receive.
 ///
 /// It holds only a weak reference to the socket, sleeps between events,
 /// and ends when the socket is finished or dropped.
@@ -121,6 +127,10 @@ pub(crate) fn spawn_background(
         let mut check_at: Option<Instant> = None;
         // Deferred output is being written (the peer's window was full).
         let mut flushing = false;
+        // After our Close: the deadline for the peer's, and whether this
+        // task reads it.
+        let mut close_deadline: Option<Instant> = None;
+        let mut closing_read = false;
         loop {
             tokio::select! {
                 () = async { drop(finished.wait_for(|done| *done).await) } => return,
@@ -137,7 +147,28 @@ pub(crate) fn spawn_background(
                         core.poll_write_deferred(io_cx)
                     }),
                     None => Poll::Ready(()),
-                }), if flushing => flushing = false,
+                }), if flushing => {
+                    flushing = false;
+                    let Some(strong) = shared.upgrade() else {
+                        return;
+                    };
+                    if let Some((timeout, read)) = strong.closing() {
+                        close_deadline.get_or_insert_with(|| Instant::now() + timeout);
+                        closing_read = read;
+                    }
+                }
+                () = poll_fn(|cx| match shared.upgrade() {
+                    Some(strong) => strong.poll_closing_read(cx),
+                    None => Poll::Ready(()),
+                }), if closing_read => closing_read = false,
+                () = tokio::time::sleep_until(close_deadline.unwrap_or_else(Instant::now)), if close_deadline.is_some() => {
+                    if let Some(strong) = shared.upgrade() {
+                        if !strong.is_finished() {
+                            let _ = strong.close_timed_out();
+                        }
+                    }
+                    return;
+                }
                 // Pings go out on every tick; the check runs from the
                 // oldest ping it has not judged yet, so a timeout longer
                 // than the interval does not space out the pings.
@@ -158,7 +189,11 @@ pub(crate) fn spawn_background(
                     })
                     .await;
                     if !open {
-                        return;
+                        // Closing or finished: no more pings (the close
+                        // has its own deadline).
+                        ticker = None;
+                        check_at = None;
+                        continue;
                     }
                     if check {
                         check_at = timeout.map(|timeout| Instant::now() + timeout);

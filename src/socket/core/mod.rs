@@ -39,6 +39,7 @@ pub(crate) use keep_alive::spawn_background;
 pub(crate) use wakers::Party;
 use wakers::Wakers;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -175,6 +176,10 @@ pub(crate) struct Shared {
     /// Which operations wait inside the request pipeline that accepted
     /// the socket (see `socket::pipeline`).
     pub(crate) pipeline: PipelineMarks,
+    /// A receive is pending (its last poll returned `Pending` and it was
+    /// not dropped since): it will see what arrives, so the background
+    /// task does not read for it (see [`Shared::poll_closing_read`]).
+    reader_waiting: AtomicBool,
 }
 
 impl Shared {
@@ -225,6 +230,7 @@ impl Shared {
             extensions,
             finished_rx,
             pipeline: PipelineMarks::new(config.pipeline),
+            reader_waiting: AtomicBool::new(false),
         })
     }
 
@@ -259,6 +265,10 @@ impl Shared {
         let now_finished = core.state().is_finished();
         drop(core);
         self.pipeline.polled(party, result.is_pending());
+        if let Party::Reader = party {
+            self.reader_waiting
+                .store(result.is_pending(), Ordering::Relaxed);
+        }
         if now_finished && !was_finished {
             // Whoever else waits on the I/O (the other half, the timer)
             // must see that the socket ended.
@@ -325,6 +335,50 @@ impl Shared {
         drop(core);
         self.wakers.wake_all();
         Ok(timeout)
+    }
+
+    /// A receive future was dropped: no receive is pending any more.
+    #[inline]
+    pub(crate) fn reader_gone(&self) {
+        self.reader_waiting.store(false, Ordering::Relaxed);
+    }
+
+    /// After our Close (state `CloseSent`): the close timeout, and whether
+    /// the background task should read the peer's answer itself (no
+    /// receive is pending to see it). `None` in any other state.
+    pub(crate) fn closing(&self) -> Option<(Duration, bool)> {
+        let core = self.lock();
+        (core.state() == WebSocketState::CloseSent).then(|| {
+            (
+                core.close_timeout,
+                !self.reader_waiting.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// The background task's read after our Close, for an application
+    /// that is not receiving: data is validated and dropped (as
+    /// [`WebSocket::close_with`](crate::WebSocket::close_with) does while it
+    /// waits) until the peer's Close arrives, which completes the
+    /// handshake and finishes the socket. Ready once the socket is
+    /// finished, or once a receive is pending again (it reads on).
+    pub(crate) fn poll_closing_read(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.reader_waiting.load(Ordering::Relaxed) {
+            return Poll::Ready(());
+        }
+        self.poll_with(cx, Party::KeepAlive, |core, io_cx| {
+            loop {
+                if core.state() != WebSocketState::CloseSent {
+                    return Poll::Ready(());
+                }
+                match core.poll_receive(io_cx, Target::Discard) {
+                    Poll::Ready(Ok(_)) => {}
+                    // The receive failed and ended the socket with its cause.
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
     }
 
     /// The keep-alive timeout expired: check the peer, abort it if silent.

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use super::*;
 use crate::error::Error;
 use crate::protocol::{Incoming, ProtocolError, WholeFrame, header_len};
+use crate::socket::Utf8Bytes;
 use crate::socket::message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
 use crate::socket::spare;
 
@@ -305,9 +306,25 @@ impl Core {
                     };
                     return Poll::Ready(Ok(data_result(0, message_type, true)));
                 }
-                Incoming::Data { .. } | Incoming::Pong => {}
-                // Its pong is queued: write it if nothing else is writing.
-                Incoming::Ping => self.try_write_control(cx)?,
+                Incoming::Data { .. } => {}
+                Incoming::Pong(payload) => {
+                    // The whole-message API hands pongs over; the buffer
+                    // API (ASP.NET's) never shows them.
+                    if let Target::Message { whole, .. } = &mut target {
+                        **whole = Some(Message::Pong(Bytes::copy_from_slice(payload.as_slice())));
+                        return Poll::Ready(Ok(data_result(0, MessageType::Binary, false)));
+                    }
+                }
+                Incoming::Ping(payload) => {
+                    // Its pong is queued: write it if nothing else is
+                    // writing. Then, as for a pong, the whole-message API
+                    // hands the ping over too.
+                    self.try_write_control(cx)?;
+                    if let Target::Message { whole, .. } = &mut target {
+                        **whole = Some(Message::Ping(Bytes::copy_from_slice(payload.as_slice())));
+                        return Poll::Ready(Ok(data_result(0, MessageType::Binary, false)));
+                    }
+                }
                 Incoming::Close {
                     status,
                     description,
@@ -424,7 +441,7 @@ impl Core {
         let payload = &self.rbuf.unread()[skip..skip + n];
         let message = if text {
             match simdutf8::basic::from_utf8(payload) {
-                Ok(valid) => Message::Text(valid.to_owned()),
+                Ok(valid) => Message::Text(Utf8Bytes::from(valid)),
                 Err(_) => return Err(self.fail(ProtocolError::InvalidUtf8)),
             }
         } else if n >= SHARE_MIN {
@@ -541,7 +558,10 @@ impl Core {
                 MessageType::Close => {
                     let frame = result.close_status.map(|code| CloseFrame {
                         code,
-                        reason: result.close_description.unwrap_or_default(),
+                        reason: result
+                            .close_description
+                            .map(Utf8Bytes::from)
+                            .unwrap_or_default(),
                     });
                     return Poll::Ready(Ok(Message::Close(frame)));
                 }
@@ -599,8 +619,8 @@ fn begin_large_message(data: &mut BytesMut, frame_len: u64) {
 /// with std's scalar validator, which dominated the cost of echoing text
 /// (BENCHMARKS.md). simdutf8's check plus the copy into the `String` costs
 /// less than std's check alone, without `unsafe`.
-fn text_message(data: &[u8]) -> Result<String, simdutf8::basic::Utf8Error> {
-    simdutf8::basic::from_utf8(data).map(str::to_owned)
+fn text_message(data: &[u8]) -> Result<Utf8Bytes, simdutf8::basic::Utf8Error> {
+    simdutf8::basic::from_utf8(data).map(Utf8Bytes::from)
 }
 
 fn data_result(count: usize, message_type: MessageType, end_of_message: bool) -> ReceiveResult {
@@ -751,7 +771,7 @@ mod tests {
             ],
             0..300,
         )) {
-            let ours = text_message(&bytes).ok();
+            let ours = text_message(&bytes).ok().map(|text| text.as_str().to_owned());
             let std = String::from_utf8(bytes).ok();
             proptest::prop_assert_eq!(ours, std);
         }
@@ -780,7 +800,7 @@ mod tests {
                 spare::READ_PAGE_OFFSET + header_len,
                 "message {i}"
             );
-            socket.send_message(message).await.unwrap();
+            socket.send(message).await.unwrap();
         }
     }
 
@@ -796,7 +816,7 @@ mod tests {
         for _ in 0..MESSAGES {
             let message = socket.receive_message().await.unwrap();
             assert_eq!(message, Message::Binary(payload.clone().into()));
-            socket.send_message(message).await.unwrap();
+            socket.send(message).await.unwrap();
         }
         let reads = reads.load(Ordering::Relaxed);
         // Two reads for the first message (the read size grows 4 → 32 KiB

@@ -177,7 +177,7 @@ impl Core {
     }
 
     /// Queues a whole message without waiting and starts writing it: the
-    /// `try_send_message` path. Fails with `Ok(false)` when it does not fit
+    /// `try_send` path. Fails with `Ok(false)` when it does not fit
     /// the send queue's bound.
     pub(crate) fn try_queue_message(
         &mut self,
@@ -248,13 +248,31 @@ impl Core {
             Ok(Queued::Header) => *progress = SendProgress::Streaming { written: 0 },
             Err(SendRejected::Finished) => return Err(self.finished_error()),
             Err(SendRejected::AfterClose) => return Err(Error::SendAfterClose),
-            Err(SendRejected::TypeChanged) => {
+            Err(SendRejected::TypeChanged | SendRejected::NotNow) => {
                 return Err(Error::InvalidArgument(
                     "message type changed in the middle of a fragmented message",
                 ));
             }
         }
         Ok(())
+    }
+
+    /// Queues the application's ping (`ping`) or pong, as a frame behind
+    /// the output queued so far.
+    pub(crate) fn queue_control(&mut self, ping: bool, payload: &[u8]) -> Result<(), Error> {
+        if payload.len() > 125 {
+            return Err(Error::InvalidArgument(
+                "a ping or pong payload is at most 125 bytes",
+            ));
+        }
+        match self.conn.queue_app_control(ping, payload) {
+            Ok(()) => Ok(()),
+            Err(SendRejected::Finished) => Err(self.finished_error()),
+            Err(SendRejected::AfterClose) => Err(Error::SendAfterClose),
+            Err(SendRejected::TypeChanged | SendRejected::NotNow) => Err(Error::InvalidArgument(
+                "a ping or pong cannot go in the middle of a frame being written",
+            )),
+        }
     }
 
     /// A send future was dropped: keep the stream whole by queuing the rest
