@@ -194,17 +194,26 @@ fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderVal
 /// Detects a WebSocket request: RFC 6455 §4.2.1 over HTTP/1.1, RFC 8441
 /// §4 over HTTP/2.
 pub(crate) fn detect<B>(req: &Request<B>) -> Result<Handshake, HandshakeRejection> {
-    if req.version() == Version::HTTP_2 {
-        return detect_h2(req);
+    detect_parts(req.method(), req.version(), req.headers(), req.extensions())
+}
+
+/// [`detect`] on a request's head, as extractors see it.
+pub(crate) fn detect_parts(
+    method: &Method,
+    version: Version,
+    headers: &HeaderMap,
+    extensions: &http::Extensions,
+) -> Result<Handshake, HandshakeRejection> {
+    if version == Version::HTTP_2 {
+        return detect_h2(method, headers, extensions);
     }
-    let headers = req.headers();
     if !has_token(headers, &header::UPGRADE, "websocket") {
         return Err(HandshakeRejection::NotWebSocket);
     }
-    if req.version() < Version::HTTP_11 || req.version() > Version::HTTP_2 {
+    if version < Version::HTTP_11 || version > Version::HTTP_2 {
         return Err(HandshakeRejection::UnsupportedHttpVersion);
     }
-    if req.method() != Method::GET {
+    if method != Method::GET {
         return Err(HandshakeRejection::InvalidMethod);
     }
     if !has_token(headers, &header::CONNECTION, "upgrade") {
@@ -233,18 +242,20 @@ pub(crate) fn detect<B>(req: &Request<B>) -> Result<Handshake, HandshakeRejectio
 
 /// RFC 8441 §4: `CONNECT` with `:protocol = websocket` and version 13; no
 /// key, no `Upgrade` or `Connection` headers.
-fn detect_h2<B>(req: &Request<B>) -> Result<Handshake, HandshakeRejection> {
-    let is_websocket = req
-        .extensions()
+fn detect_h2(
+    method: &Method,
+    headers: &HeaderMap,
+    extensions: &http::Extensions,
+) -> Result<Handshake, HandshakeRejection> {
+    let is_websocket = extensions
         .get::<hyper::ext::Protocol>()
         .is_some_and(|p| p.as_ref().eq_ignore_ascii_case(b"websocket"));
     if !is_websocket {
         return Err(HandshakeRejection::NotWebSocket);
     }
-    if req.method() != Method::CONNECT {
+    if method != Method::CONNECT {
         return Err(HandshakeRejection::InvalidMethod);
     }
-    let headers = req.headers();
     check_version(headers)?;
     Ok(Handshake {
         flavor: Flavor::Http2,

@@ -146,6 +146,9 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 mod error;
 mod extensions;
 mod handshake;
@@ -178,6 +181,36 @@ pub use socket::{
 };
 pub use stats::{Closes, Rejections, TrafficStats, WebSocketStats};
 pub use upgrade::{AcceptOptions, WebSocketUpgrade};
+
+/// Close codes under axum's names (`axum::extract::ws::close_code`), so a
+/// ported handler's `CloseFrame { code: close_code::NORMAL, .. }` compiles
+/// unchanged; each is the [`CloseCode`] constant of the same code.
+pub mod close_code {
+    use crate::CloseCode;
+
+    /// 1000, [`CloseCode::NORMAL`].
+    pub const NORMAL: CloseCode = CloseCode::NORMAL;
+    /// 1001, [`CloseCode::GOING_AWAY`].
+    pub const AWAY: CloseCode = CloseCode::GOING_AWAY;
+    /// 1002, [`CloseCode::PROTOCOL_ERROR`].
+    pub const PROTOCOL: CloseCode = CloseCode::PROTOCOL_ERROR;
+    /// 1003, [`CloseCode::UNSUPPORTED_DATA`].
+    pub const UNSUPPORTED: CloseCode = CloseCode::UNSUPPORTED_DATA;
+    /// 1007, [`CloseCode::INVALID_PAYLOAD`].
+    pub const INVALID: CloseCode = CloseCode::INVALID_PAYLOAD;
+    /// 1008, [`CloseCode::POLICY_VIOLATION`].
+    pub const POLICY: CloseCode = CloseCode::POLICY_VIOLATION;
+    /// 1009, [`CloseCode::MESSAGE_TOO_BIG`].
+    pub const SIZE: CloseCode = CloseCode::MESSAGE_TOO_BIG;
+    /// 1010, [`CloseCode::MANDATORY_EXTENSION`].
+    pub const EXTENSION: CloseCode = CloseCode::MANDATORY_EXTENSION;
+    /// 1011, [`CloseCode::INTERNAL_ERROR`].
+    pub const ERROR: CloseCode = CloseCode::INTERNAL_ERROR;
+    /// 1012, [`CloseCode::SERVICE_RESTART`].
+    pub const RESTART: CloseCode = CloseCode::SERVICE_RESTART;
+    /// 1013, [`CloseCode::TRY_AGAIN_LATER`].
+    pub const AGAIN: CloseCode = CloseCode::TRY_AGAIN_LATER;
+}
 
 /// The README's examples, compiled as doc tests so they cannot rot.
 #[cfg(doctest)]

@@ -46,6 +46,9 @@ use tokio::net::TcpStream;
 #[derive(Clone)]
 pub struct WebSocketUpgrade {
     inner: Arc<Inner>,
+    /// What [`accept`](WebSocketUpgrade::accept) and
+    /// [`on_upgrade`](WebSocketUpgrade::on_upgrade) accept with.
+    options: AcceptOptions,
 }
 
 struct Inner {
@@ -160,6 +163,7 @@ impl WebSocketUpgrade {
                 options,
                 pending: Mutex::new(Some(pending)),
             }),
+            options: AcceptOptions::new(),
         }
     }
 
@@ -211,7 +215,83 @@ impl WebSocketUpgrade {
     ///
     /// As [`accept_with`](Self::accept_with).
     pub async fn accept(self) -> Result<WebSocket, Error> {
-        self.accept_with(AcceptOptions::new()).await
+        let options = self.options.clone();
+        self.accept_with(options).await
+    }
+
+    /// The subprotocols this server speaks, in its order of preference,
+    /// for [`accept`](Self::accept) and [`on_upgrade`](Self::on_upgrade):
+    /// as [`AcceptOptions::protocols`] (axum's `WebSocketUpgrade::protocols`).
+    #[must_use]
+    pub fn protocols<I>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.options = self.options.protocols(protocols);
+        self
+    }
+
+    /// The accept options [`accept`](Self::accept) and
+    /// [`on_upgrade`](Self::on_upgrade) use (keep-alive, compression, a
+    /// subprotocol chosen by hand).
+    #[must_use]
+    pub fn with_options(mut self, options: AcceptOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// axum's way: answers the handshake now and runs `callback` with the
+    /// socket on a task of its own; returns the response the handler
+    /// returns (the layer sends the handshake's `101` in its place). The
+    /// socket still counts, and the request pipeline is still held, until
+    /// it is finished (the lifetime rule), although the handler has
+    /// returned.
+    ///
+    /// ```no_run
+    /// use http::Response;
+    /// use tower_websockets::{Message, WebSocketUpgrade};
+    ///
+    /// fn handler(upgrade: WebSocketUpgrade) -> Response<String> {
+    ///     upgrade.on_upgrade(|mut socket| async move {
+    ///         while let Some(Ok(message)) = socket.recv().await {
+    ///             if message.is_text() && socket.send(message).await.is_err() {
+    ///                 break;
+    ///             }
+    ///         }
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// If the accept cannot be answered (a subprotocol chosen by hand that
+    /// the client did not offer, settings out of range, an accept through
+    /// a clone of this handle), the response is a `400` or `500` and
+    /// `callback` never runs; a connection that goes away before the
+    /// upgrade completes does not run it either.
+    pub fn on_upgrade<C, Fut, B>(self, callback: C) -> Response<B>
+    where
+        C: FnOnce(WebSocket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+        B: Default,
+    {
+        let options = self.options.clone();
+        let mut response = Response::new(B::default());
+        match self.respond(options) {
+            Ok(accepting) => {
+                tokio::spawn(async move {
+                    if let Ok(socket) = accepting.finish().await {
+                        callback(socket).await;
+                    }
+                });
+            }
+            Err(error) => {
+                *response.status_mut() = match error {
+                    Error::SubprotocolNotOffered => StatusCode::BAD_REQUEST,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+            }
+        }
+        response
     }
 
     /// Accepts the request: the handshake response (`101 Switching
@@ -232,8 +312,17 @@ impl WebSocketUpgrade {
     /// `serve_connection_with_upgrades`), which hyper only reveals after
     /// the `101` was sent; the connection then ends.
     pub async fn accept_with(self, options: AcceptOptions) -> Result<WebSocket, Error> {
-        let subprotocol = match options.subprotocol {
-            Some(chosen) if self.requested_subprotocols().any(|p| p == chosen) => Some(chosen),
+        self.respond(options)?.finish().await
+    }
+
+    /// The synchronous half of an accept: checks the options, builds the
+    /// handshake response and hands it to the layer. What is left (hyper's
+    /// upgrade, the socket) is the returned [`Accepting`]'s.
+    fn respond(self, options: AcceptOptions) -> Result<Accepting, Error> {
+        let subprotocol = match &options.subprotocol {
+            Some(chosen) if self.requested_subprotocols().any(|p| p == chosen) => {
+                Some(chosen.clone())
+            }
             Some(_) => return Err(Error::SubprotocolNotOffered),
             None => self
                 .select_subprotocol(&options.protocols)
@@ -309,6 +398,51 @@ impl WebSocketUpgrade {
             tracing::debug!(parent: &span, "websocket accept failed: the connection went away first");
             return Err(Error::HandshakeAborted);
         }
+        Ok(Accepting {
+            options,
+            layer_options: self.inner.options.clone(),
+            on_upgrade,
+            finished,
+            pipeline,
+            registration,
+            span,
+            subprotocol,
+            extensions,
+            compression,
+        })
+    }
+}
+
+/// An accept whose handshake response is on its way: what is left to do
+/// once hyper has sent it.
+struct Accepting {
+    options: AcceptOptions,
+    layer_options: Arc<WebSocketOptions>,
+    on_upgrade: OnUpgrade,
+    finished: watch::Sender<bool>,
+    pipeline: Arc<PipelineLink>,
+    registration: Registration,
+    span: tracing::Span,
+    subprotocol: Option<String>,
+    extensions: Option<Box<str>>,
+    compression: Option<CompressionConfig>,
+}
+
+impl Accepting {
+    /// Waits for hyper to hand over the connection and makes the socket.
+    async fn finish(self) -> Result<WebSocket, Error> {
+        let Accepting {
+            options,
+            layer_options,
+            on_upgrade,
+            finished,
+            pipeline,
+            registration,
+            span,
+            subprotocol,
+            extensions,
+            compression,
+        } = self;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => {
@@ -319,7 +453,7 @@ impl WebSocketUpgrade {
         span.record("subprotocol", subprotocol.as_deref());
         span.record("extensions", extensions.as_deref());
 
-        let mut config = SocketConfig::from_options(&self.inner.options);
+        let mut config = SocketConfig::from_options(&layer_options);
         if let Some(interval) = options.keep_alive_interval {
             config.keep_alive_interval = interval.filter(|i| !i.is_zero());
         }

@@ -3,7 +3,6 @@
 use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -12,10 +11,11 @@ use bytes::Bytes;
 /// copied per socket before the socket frames it. Named and used as
 /// axum's and tungstenite's `Utf8Bytes`.
 ///
-/// It reads as a `&str` for free ([`as_str`](Self::as_str), `Deref`),
-/// without `unsafe`: the text lives in an `Arc<str>`. Making one from a
-/// `String` or `&str` copies the text once; [`into_bytes`](Self::into_bytes)
-/// shares it as [`Bytes`] without a copy.
+/// The text lives in a [`Bytes`]: a received text costs one allocation,
+/// and a shared header only once it is first cloned. Making one from a
+/// `String` moves it (no copy), from a `&str` copies it once;
+/// [`into_bytes`](Self::into_bytes) hands the [`Bytes`] over. It reads as
+/// a `&str` for free ([`as_str`](Self::as_str), `Deref`).
 ///
 /// ```
 /// use tower_websockets::{Message, Utf8Bytes};
@@ -25,43 +25,40 @@ use bytes::Bytes;
 /// let for_bob = Message::Text(text);
 /// assert_eq!(for_alice, for_bob);
 /// ```
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Utf8Bytes(Arc<str>);
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Utf8Bytes(
+    /// Always valid UTF-8: every constructor takes a `str`, or checks.
+    Bytes,
+);
 
 impl Utf8Bytes {
-    /// A text from a `'static` string.
-    pub fn from_static(text: &'static str) -> Self {
-        Utf8Bytes(Arc::from(text))
+    /// A text from a `'static` string, without copying it.
+    pub const fn from_static(text: &'static str) -> Self {
+        Utf8Bytes(Bytes::from_static(text.as_bytes()))
     }
 
     /// The text.
+    #[inline]
+    #[allow(unsafe_code)]
     pub fn as_str(&self) -> &str {
-        &self.0
+        // SAFETY: `self.0` holds valid UTF-8: `from_static`, `From<String>`,
+        // `From<&String>` and `From<&str>` take it from a `str`, and
+        // `TryFrom<Bytes>` / `TryFrom<Vec<u8>>` check it; nothing else makes
+        // a `Utf8Bytes`, and a `Bytes` never changes what it holds. Checking
+        // again here would make every `as_str` (and `Deref`) O(n); the
+        // property test `as_str_agrees_with_a_checked_view` compares the two.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 
     /// The text's bytes.
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
+        &self.0
     }
 
-    /// The text as [`Bytes`], sharing it (no copy).
+    /// The text as [`Bytes`], shared (no copy).
     pub fn into_bytes(self) -> Bytes {
-        Bytes::from_owner(ArcText(self.0))
-    }
-}
-
-/// An `Arc<str>` as the owner of a [`Bytes`].
-struct ArcText(Arc<str>);
-
-impl AsRef<[u8]> for ArcText {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl Default for Utf8Bytes {
-    fn default() -> Self {
-        Utf8Bytes::from_static("")
+        self.0
     }
 }
 
@@ -93,19 +90,13 @@ impl Borrow<str> for Utf8Bytes {
 
 impl From<String> for Utf8Bytes {
     fn from(text: String) -> Self {
-        Utf8Bytes(Arc::from(text))
+        Utf8Bytes(Bytes::from(text))
     }
 }
 
 impl From<&str> for Utf8Bytes {
     fn from(text: &str) -> Self {
-        Utf8Bytes(Arc::from(text))
-    }
-}
-
-impl From<Arc<str>> for Utf8Bytes {
-    fn from(text: Arc<str>) -> Self {
-        Utf8Bytes(text)
+        Utf8Bytes(Bytes::copy_from_slice(text.as_bytes()))
     }
 }
 
@@ -124,9 +115,10 @@ impl From<Utf8Bytes> for Bytes {
 impl TryFrom<Bytes> for Utf8Bytes {
     type Error = std::str::Utf8Error;
 
-    /// Checks that `bytes` are UTF-8, and copies them.
+    /// Checks that `bytes` are UTF-8, and shares them.
     fn try_from(bytes: Bytes) -> Result<Self, Self::Error> {
-        std::str::from_utf8(&bytes).map(Utf8Bytes::from)
+        std::str::from_utf8(&bytes)?;
+        Ok(Utf8Bytes(bytes))
     }
 }
 
@@ -200,6 +192,45 @@ mod tests {
         // And as Bytes, still the same text.
         let bytes = clone.into_bytes();
         assert_eq!(bytes.as_ptr(), text.as_bytes().as_ptr());
+    }
+
+    proptest::proptest! {
+        /// The unchecked `as_str` against a checked view of the same
+        /// bytes, for every way a `Utf8Bytes` is made, and for bytes that
+        /// are not UTF-8 (which must not get in).
+        #[test]
+        fn as_str_agrees_with_a_checked_view(
+            text in proptest::string::string_regex("(?s).{0,300}").unwrap(),
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            cut in 0usize..300,
+        ) {
+            let made = [
+                Utf8Bytes::from(text.clone()),
+                Utf8Bytes::from(text.as_str()),
+                Utf8Bytes::from(&text),
+                Utf8Bytes::try_from(Bytes::from(text.clone())).unwrap(),
+                Utf8Bytes::try_from(text.clone().into_bytes()).unwrap(),
+                Utf8Bytes::from(text.clone()).clone(),
+            ];
+            for made in &made {
+                let checked = std::str::from_utf8(made.as_bytes()).unwrap();
+                proptest::prop_assert_eq!(made.as_str(), checked);
+                proptest::prop_assert_eq!(made.as_str(), text.as_str());
+            }
+            // Arbitrary bytes get in exactly when they are UTF-8, and a cut
+            // of valid text only at a character boundary.
+            let bytes = Bytes::from(raw.clone());
+            proptest::prop_assert_eq!(
+                Utf8Bytes::try_from(bytes).ok().map(|t| t.as_str().to_owned()),
+                String::from_utf8(raw).ok()
+            );
+            let cut = cut.min(text.len());
+            let piece = Bytes::from(text.clone()).slice(..cut);
+            proptest::prop_assert_eq!(
+                Utf8Bytes::try_from(piece).is_ok(),
+                text.is_char_boundary(cut)
+            );
+        }
     }
 
     #[test]
