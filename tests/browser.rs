@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::echo_example::{EchoServer, echo_example, target_dir};
+use common::echo_example::{EchoServer, echo_example, example, target_dir};
 use common::process::{note, run, skip};
 use std::path::PathBuf;
 
@@ -88,6 +88,63 @@ async fn run_page(args: &[&str], screenshot: &str, extensions: Option<&str>) {
     ));
     server.stop().await;
 }
+
+/// `examples/tls` in Chromium over `https://`: the page loads over HTTP/2
+/// (ALPN `h2`), its `wss://` socket opens as an HTTP/2 stream by extended
+/// CONNECT (RFC 8441; the server logs the request's version), echoes and
+/// closes with 1000. The certificate is made by the example at start, and
+/// accepted for this browser context only.
+#[tokio::test]
+async fn wss_over_http2_extended_connect_in_headless_chromium() {
+    let versions = match browser_versions().await {
+        Ok(versions) => versions,
+        Err(why) => return skip(REQUIRE_ENV, &format!("browser test: {why}")),
+    };
+    note(&format!("browser test: using {versions}"));
+    let tls = example("tls").await;
+    let server = EchoServer::start(&tls, &[]).await;
+    let url = format!("https://{}/", server.addr);
+    let screenshot = target_dir().join("browser-tls.png");
+    let mut command = Command::new("node");
+    command
+        .arg(TLS_PAGE_SCRIPT)
+        .arg(&url)
+        .arg(&screenshot)
+        .env("CHROMIUM", chromium());
+    let output = run(command).await.unwrap_or_else(|why| panic!("{why}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success() && stdout.contains("received: hello over HTTP/2.0"),
+        "the TLS page failed in Chromium: `node {TLS_PAGE_SCRIPT} {url}` exited with {}\n\
+         stdout:\n{stdout}\nstderr:\n{}\nexample output:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim_end(),
+        server.output(),
+    );
+    // On the server's side: the socket came as an HTTP/2 extended CONNECT.
+    let accepted = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let log = server.output();
+            if log.contains("websocket closed code=1000") {
+                return log;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| server.output());
+    assert!(
+        accepted.contains("websocket accepted version=HTTP/2.0"),
+        "the server saw:\n{accepted}"
+    );
+    assert!(
+        accepted.contains("websocket closed code=1000"),
+        "{accepted}"
+    );
+    server.stop().await;
+}
+
+const TLS_PAGE_SCRIPT: &str = "tests/peers/browser_tls_page.mjs";
 
 fn chromium() -> PathBuf {
     std::env::var_os("CHROMIUM").map_or_else(|| DEFAULT_CHROMIUM.into(), PathBuf::from)

@@ -40,10 +40,10 @@ where
         .service_fn(move |mut req: Request<Incoming>| {
             let (handler, tx) = (handler.clone(), tx.clone());
             async move {
-                if let Some(upgrade) = WebSocketUpgrade::from_request(&mut req) {
-                    if let Ok(socket) = upgrade.accept().await {
-                        handler(socket, tx).await;
-                    }
+                if let Some(upgrade) = WebSocketUpgrade::from_request(&mut req)
+                    && let Ok(socket) = upgrade.accept().await
+                {
+                    handler(socket, tx).await;
                 }
                 Ok::<_, Infallible>(Response::<Body>::default())
             }

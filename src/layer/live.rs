@@ -202,11 +202,11 @@ impl Live {
         };
         let mut aborted = 0;
         for socket in to_abort {
-            if let Some(socket) = socket.upgrade() {
-                if !socket.is_finished() {
-                    socket.abort();
-                    aborted += 1;
-                }
+            if let Some(socket) = socket.upgrade()
+                && !socket.is_finished()
+            {
+                socket.abort();
+                aborted += 1;
             }
         }
         let report = DrainReport {

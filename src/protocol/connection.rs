@@ -434,13 +434,13 @@ impl Connection {
             self.traffic.message_out();
         }
         self.stage_control();
-        if let Some(compression) = self.compression.as_mut() {
-            if compression.compresses(first, fin, payload.len()) {
-                let data = compression.deflate(payload, first, fin);
-                put_compressed_frame(&mut self.out, fin, first, opcode, data);
-                compression.release_scratch();
-                return Ok(Queued::Whole);
-            }
+        if let Some(compression) = self.compression.as_mut()
+            && compression.compresses(first, fin, payload.len())
+        {
+            let data = compression.deflate(payload, first, fin);
+            put_compressed_frame(&mut self.out, fin, first, opcode, data);
+            compression.release_scratch();
+            return Ok(Queued::Whole);
         }
         if copy {
             put_frame(&mut self.out, fin, opcode, payload);

@@ -105,10 +105,13 @@ async fn collect(
 ) {
     let mut lines = BufReader::new(from).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(found) = line.strip_prefix("Listening on http://") {
-            if let Some(addr) = addr.take() {
-                let _ = addr.send(found.trim().to_owned());
-            }
+        let listening = line
+            .strip_prefix("Listening on http://")
+            .or_else(|| line.strip_prefix("Listening on https://"));
+        if let Some(found) = listening
+            && let Some(addr) = addr.take()
+        {
+            let _ = addr.send(found.trim().to_owned());
         }
         let mut output = output.lock().unwrap();
         output.push_str(&line);

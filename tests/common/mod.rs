@@ -187,10 +187,10 @@ pub async fn echo_handler(mut req: Request<Incoming>) -> Result<Response<Body>, 
         ("/ws", Some(upgrade)) => {
             let mut options = tower_websockets::AcceptOptions::new();
             // "?protocol=x" asks the server to choose x, offered or not.
-            if let Some(query) = req.uri().query() {
-                if let Some(protocol) = query.strip_prefix("protocol=") {
-                    options = options.subprotocol(protocol);
-                }
+            if let Some(query) = req.uri().query()
+                && let Some(protocol) = query.strip_prefix("protocol=")
+            {
+                options = options.subprotocol(protocol);
             }
             match upgrade.accept_with(options).await {
                 Ok(mut socket) => {

@@ -162,11 +162,10 @@ pub(crate) fn spawn_background(
                     None => Poll::Ready(()),
                 }), if closing_read => closing_read = false,
                 () = tokio::time::sleep_until(close_deadline.unwrap_or_else(Instant::now)), if close_deadline.is_some() => {
-                    if let Some(strong) = shared.upgrade() {
-                        if !strong.is_finished() {
+                    if let Some(strong) = shared.upgrade()
+                        && !strong.is_finished() {
                             let _ = strong.close_timed_out();
                         }
-                    }
                     return;
                 }
                 // Pings go out on every tick; the check runs from the

@@ -145,10 +145,10 @@ impl Core {
 
     #[cold]
     fn poll_output_drained(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if !self.conn.frame_in_progress() {
-            if let Poll::Ready(result) = self.poll_write_out(cx) {
-                return Poll::Ready(result);
-            }
+        if !self.conn.frame_in_progress()
+            && let Poll::Ready(result) = self.poll_write_out(cx)
+        {
+            return Poll::Ready(result);
         }
         self.reader_gated = true;
         Poll::Pending
@@ -188,10 +188,10 @@ impl Core {
                 return Poll::Ready(Err(self.finished_error()));
             }
         }
-        if let Target::Slice(buf) = &target {
-            if buf.is_empty() {
-                return Poll::Ready(Err(Error::InvalidArgument("receive buffer is empty")));
-            }
+        if let Target::Slice(buf) = &target
+            && buf.is_empty()
+        {
+            return Poll::Ready(Err(Error::InvalidArgument("receive buffer is empty")));
         }
         loop {
             if self.conn.can_inflate() {
