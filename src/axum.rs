@@ -34,8 +34,9 @@
 //!
 //! The extractor's rejections are axum's: `400` for a request that is not
 //! a WebSocket handshake, `426` (with `Sec-WebSocket-Version: 13`) for a
-//! wrong version, `405` for a wrong method, and `500` naming the missing
-//! layer for a valid handshake that no `WebSocketLayer` saw.
+//! wrong version, `405` for a wrong method, `500` naming the missing
+//! layer for a valid handshake that no `WebSocketLayer` saw, and `500` for
+//! a second extractor of the same upgrade.
 //! `Option<WebSocketUpgrade>` is `None` for a request that is not a
 //! WebSocket handshake.
 
@@ -59,7 +60,14 @@ pub enum WebSocketUpgradeRejection {
     /// A valid handshake that no [`WebSocketLayer`](crate::WebSocketLayer)
     /// saw: the layer is missing around this route (500).
     LayerMissing,
+    /// The request's upgrade was already taken, by an earlier extractor
+    /// of the same handler (500).
+    AlreadyTaken,
 }
+
+/// Marks a request whose upgrade an extractor took.
+#[derive(Clone, Copy, Debug)]
+struct Taken;
 
 impl fmt::Display for WebSocketUpgradeRejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -69,6 +77,9 @@ impl fmt::Display for WebSocketUpgradeRejection {
                 "websocket request, but no WebSocketLayer around this route \
                  (add .layer(WebSocketLayer::default()))",
             ),
+            WebSocketUpgradeRejection::AlreadyTaken => {
+                f.write_str("the request's WebSocketUpgrade was already extracted")
+            }
         }
     }
 }
@@ -82,7 +93,7 @@ impl IntoResponse for WebSocketUpgradeRejection {
                 rejection.into_response::<axum_core::body::Body>(),
                 self.to_string(),
             ),
-            WebSocketUpgradeRejection::LayerMissing => {
+            WebSocketUpgradeRejection::LayerMissing | WebSocketUpgradeRejection::AlreadyTaken => {
                 let mut response = Response::new(axum_core::body::Body::empty());
                 *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
                 (response, self.to_string())
@@ -95,6 +106,9 @@ impl IntoResponse for WebSocketUpgradeRejection {
 
 /// Why a request without the layer's upgrade was refused.
 fn rejection(parts: &Parts) -> WebSocketUpgradeRejection {
+    if parts.extensions.get::<Taken>().is_some() {
+        return WebSocketUpgradeRejection::AlreadyTaken;
+    }
     match handshake::detect_parts(
         &parts.method,
         parts.version,
@@ -106,14 +120,18 @@ fn rejection(parts: &Parts) -> WebSocketUpgradeRejection {
     }
 }
 
+/// The layer's upgrade, marking the request as taken.
+fn take(parts: &mut Parts) -> Option<WebSocketUpgrade> {
+    let upgrade = parts.extensions.remove::<WebSocketUpgrade>()?;
+    parts.extensions.insert(Taken);
+    Some(upgrade)
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
     type Rejection = WebSocketUpgradeRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .remove::<WebSocketUpgrade>()
-            .ok_or_else(|| rejection(parts))
+        take(parts).ok_or_else(|| rejection(parts))
     }
 }
 
@@ -126,7 +144,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for WebSocketUpgrade {
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        if let Some(upgrade) = parts.extensions.remove::<WebSocketUpgrade>() {
+        if let Some(upgrade) = take(parts) {
             return Ok(Some(upgrade));
         }
         match rejection(parts) {

@@ -55,6 +55,11 @@ async fn held(upgrade: WebSocketUpgrade) -> Response {
     Response::default()
 }
 
+/// Two extractors of one upgrade: the second is refused.
+async fn twice(_first: WebSocketUpgrade, _second: WebSocketUpgrade) -> Response {
+    Response::default()
+}
+
 /// `Option<WebSocketUpgrade>`: a page for plain GETs, a socket otherwise.
 async fn either(upgrade: Option<WebSocketUpgrade>) -> Response {
     match upgrade {
@@ -148,9 +153,15 @@ async fn the_layer_around_the_whole_router() {
 async fn the_layer_on_one_route() {
     let router = Router::new()
         .route("/ws", get(ported).layer(WebSocketLayer::default()))
-        .route("/unlayered", get(ported));
+        .route("/unlayered", get(ported))
+        .route("/twice", get(twice).layer(WebSocketLayer::default()));
     let addr = serve_router(router).await;
     echoes(addr, "/ws").await;
+
+    // A second extractor of one upgrade: 500 that says so.
+    let (head, body) = answer(addr, &handshake_request("/twice", &[])).await;
+    assert!(head.starts_with("HTTP/1.1 500"), "{head}");
+    assert!(body.contains("already extracted"), "{body}");
 
     // A valid handshake no layer saw: 500 that says so.
     let (head, body) = answer(addr, &handshake_request("/unlayered", &[])).await;

@@ -479,7 +479,12 @@ impl Core {
     #[cold]
     fn count_end(&self) {
         let outcome = self.outcome();
-        let traffic = self.conn.traffic().get();
+        let mut traffic = self.conn.traffic().get();
+        if self.state() == WebSocketState::Closed {
+            // A handshake completed by our answer ends here, before the
+            // linger task is handed that answer (and counts it): say it.
+            traffic.bytes_out += self.conn.buffered_amount() as u64;
+        }
         if let Some(counters) = &self.counters {
             counters.closed(outcome);
         }
