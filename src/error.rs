@@ -123,21 +123,27 @@ impl Error {
     }
 }
 
-/// Why [`try_send`](crate::WebSocket::try_send) did not
-/// take a message.
+/// Why [`try_send`](crate::WebSocket::try_send) (or
+/// [`try_send_prepared`](crate::WebSocketHandle::try_send_prepared)) did
+/// not take a message. `T` is what is handed back: the [`Message`] of a
+/// `try_send`, nothing (`()`) for a prepared message, which the caller
+/// still holds.
 #[derive(Debug)]
-pub enum TrySendError {
-    /// The socket's send queue is at its bound
-    /// ([`max_buffered_amount`](crate::WebSocketOptions::max_buffered_amount)):
-    /// the peer reads slower than the socket is sent to. The message is
-    /// handed back, unsent.
-    Full(Message),
+pub enum TrySendError<T = Message> {
+    /// The socket cannot take the message now: its send queue is at its
+    /// bound
+    /// ([`max_buffered_amount`](crate::WebSocketOptions::max_buffered_amount)),
+    /// because the peer reads slower than the socket is sent to; or, for
+    /// a send from a [`WebSocketHandle`](crate::WebSocketHandle), the
+    /// socket's own task is in the middle of a fragmented or streamed
+    /// message. The message is handed back, unsent.
+    Full(T),
     /// The socket cannot send (it is closing, closed or aborted, or the
     /// connection failed); the message was dropped.
     Failed(Error),
 }
 
-impl fmt::Display for TrySendError {
+impl<T> fmt::Display for TrySendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TrySendError::Full(_) => f.write_str("websocket send queue is full"),
@@ -146,7 +152,7 @@ impl fmt::Display for TrySendError {
     }
 }
 
-impl std::error::Error for TrySendError {
+impl<T: fmt::Debug> std::error::Error for TrySendError<T> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             TrySendError::Full(_) => None,
@@ -155,7 +161,7 @@ impl std::error::Error for TrySendError {
     }
 }
 
-impl From<Error> for TrySendError {
+impl<T> From<Error> for TrySendError<T> {
     fn from(error: Error) -> Self {
         TrySendError::Failed(error)
     }

@@ -113,7 +113,7 @@
 //! | a compressed message ([`permessage_deflate`](WebSocketOptions::permessage_deflate)) | the same limit on its inflated size, checked while inflating (1009 having inflated at most one byte past it); its compressed input waits in at most one read's worth (64 KiB) |
 //! | the read buffer | [`receive_buffer_size`](WebSocketOptions::receive_buffer_size) (4 KiB), doubling while reads fill it, to 64 KiB (or the receive buffer size, if larger); none while idle. Input the application has not received: at most 1 MiB more, read by the keep-alive check |
 //! | control frames to send | one pong (the latest ping's answer, RFC 6455 §5.5.3), one keep-alive ping, our Close: 3 × 127 bytes |
-//! | the send queue ([`WebSocket::buffered_amount`]): sends, coalesced replies, the `Sink` | [`max_buffered_amount`](WebSocketOptions::max_buffered_amount), 64 KiB, or one message larger than it; sends wait past it, [`WebSocket::try_send`] fails, and the socket stops reading until the peer has read it |
+//! | the send queue ([`WebSocket::buffered_amount`]): sends, coalesced replies, the `Sink` | [`max_buffered_amount`](WebSocketOptions::max_buffered_amount), 64 KiB, or one message larger than it; sends wait past it, [`WebSocket::try_send`] fails, and the socket stops reading until the peer has read it; also at most 1,024 queued [prepared](PreparedMessage) frames, whatever their size (each costs a few dozen bytes of queue) |
 //! | HTTP/2 | hyper's flow-control windows: 1 MiB received per connection, 400 KiB sent per stream (hyper's defaults) |
 //!
 //! | what waits on the peer | deadline |
@@ -176,8 +176,8 @@ pub use options::{
 pub use protocol::close::InvalidCloseCode;
 pub use protocol::{CloseCode, ProtocolError};
 pub use socket::{
-    CloseFrame, Message, MessageType, ReceiveResult, ReuniteError, Utf8Bytes, WebSocket,
-    WebSocketHandle, WebSocketReader, WebSocketState, WebSocketWriter,
+    CloseFrame, Message, MessageType, PreparedMessage, ReceiveResult, ReuniteError, Utf8Bytes,
+    WebSocket, WebSocketHandle, WebSocketReader, WebSocketState, WebSocketWriter,
 };
 pub use stats::{Closes, Rejections, TrafficStats, WebSocketStats};
 pub use upgrade::{AcceptOptions, WebSocketUpgrade};

@@ -14,6 +14,7 @@ use bytes::{Buf, BytesMut};
 
 use super::deflate::{Deflater, Inflater, TAIL};
 use super::error::ProtocolError;
+use super::prepared::Variant;
 use super::utf8::Utf8Validator;
 
 /// Codecs a thread keeps for sockets without context takeover.
@@ -297,22 +298,50 @@ impl Compression {
     }
 
     fn take_deflater(&self) -> Deflater {
-        let (level, bits) = (self.config.level, self.config.server_window_bits);
-        let reset = self.config.server_no_context_takeover;
-        if reset {
-            let pooled = DEFLATERS.with(|pool| {
-                let mut pool = pool.borrow_mut();
-                let at = pool
-                    .iter()
-                    .position(|(l, b, _)| *l == level && *b == bits)?;
-                Some(pool.swap_remove(at).2)
-            });
-            if let Some(deflater) = pooled {
-                return deflater;
-            }
-        }
-        Deflater::new(level, bits, reset)
+        take_deflater(
+            self.config.level,
+            self.config.server_window_bits,
+            self.config.server_no_context_takeover,
+        )
     }
+
+    /// The settings a [prepared](super::prepared) message is compressed
+    /// with for this connection, if it can share one compressed frame with
+    /// other connections: only without context takeover, where every
+    /// message starts from an empty window.
+    pub(crate) fn shared_variant(&self) -> Option<Variant> {
+        self.config.server_no_context_takeover.then_some(Variant {
+            level: self.config.level,
+            window_bits: self.config.server_window_bits,
+        })
+    }
+}
+
+/// A compressor for `level` and `bits`; without context takeover
+/// (`reset`), from this thread's pool if it has one.
+fn take_deflater(level: u32, bits: u8, reset: bool) -> Deflater {
+    if reset {
+        let pooled = DEFLATERS.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let at = pool
+                .iter()
+                .position(|(l, b, _)| *l == level && *b == bits)?;
+            Some(pool.swap_remove(at).2)
+        });
+        if let Some(deflater) = pooled {
+            return deflater;
+        }
+    }
+    Deflater::new(level, bits, reset)
+}
+
+/// Compresses `payload` as one whole message from an empty window, onto
+/// `out` (without the flush's tail), with a pooled compressor: the bytes
+/// any connection without context takeover sends for it with `variant`.
+pub(crate) fn compress_message(variant: Variant, payload: &[u8], out: &mut BytesMut) {
+    let mut deflater = take_deflater(variant.level, variant.window_bits, true);
+    deflater.compress(payload, true, out);
+    give_deflater(variant.level, variant.window_bits, deflater);
 }
 
 fn give_deflater(level: u32, bits: u8, deflater: Deflater) {

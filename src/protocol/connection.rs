@@ -11,13 +11,13 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
-
 use super::close::CloseCode;
 use super::compression::{Compression, CompressionConfig};
 use super::decoder::{ControlFrame, Decoder, Header, Limits, WholeFrame};
 use super::error::ProtocolError;
 use super::frame::{ControlPayload, OpCode, put_compressed_frame, put_frame, put_header};
+use super::output::Output;
+use super::prepared::SharedFrames;
 use crate::stats::Traffic;
 
 /// The state of a [`WebSocket`](crate::WebSocket) (ASP.NET
@@ -122,7 +122,7 @@ pub(crate) struct Connection {
     close_status: Option<CloseCode>,
     close_description: Option<String>,
     /// Encoded frames waiting to be written.
-    out: BytesMut,
+    out: Output,
     /// A data frame's payload is being written from a caller's buffer
     /// behind its header in `out`: nothing else may enter the output until
     /// it is done.
@@ -158,7 +158,7 @@ impl Connection {
             our_close: None,
             close_status: None,
             close_description: None,
-            out: BytesMut::new(),
+            out: Output::default(),
             frame_in_progress: false,
             sending: None,
             pending_pong: None,
@@ -438,15 +438,15 @@ impl Connection {
             && compression.compresses(first, fin, payload.len())
         {
             let data = compression.deflate(payload, first, fin);
-            put_compressed_frame(&mut self.out, fin, first, opcode, data);
+            put_compressed_frame(self.out.tail(), fin, first, opcode, data);
             compression.release_scratch();
             return Ok(Queued::Whole);
         }
         if copy {
-            put_frame(&mut self.out, fin, opcode, payload);
+            put_frame(self.out.tail(), fin, opcode, payload);
             Ok(Queued::Whole)
         } else {
-            put_header(&mut self.out, fin, opcode, payload.len());
+            put_header(self.out.tail(), fin, opcode, payload.len());
             self.frame_in_progress = true;
             Ok(Queued::Header)
         }
@@ -472,8 +472,56 @@ impl Connection {
         }
         self.stage_control();
         let opcode = if ping { OpCode::Ping } else { OpCode::Pong };
-        put_frame(&mut self.out, true, opcode, payload);
+        put_frame(self.out.tail(), true, opcode, payload);
         Ok(())
+    }
+
+    /// Queues a prepared message, behind what is queued: its shared frame
+    /// (uncompressed, or compressed for this connection's variant), no
+    /// copy; with context takeover, compressed here, with this
+    /// connection's window. Nothing may interrupt a half-written frame or
+    /// an open fragmented message ([`SendRejected::NotNow`]).
+    pub(crate) fn queue_prepared(&mut self, frames: &SharedFrames) -> Result<(), SendRejected> {
+        if self.state().is_finished() {
+            return Err(SendRejected::Finished);
+        }
+        if self.close_started() {
+            return Err(SendRejected::AfterClose);
+        }
+        if self.mid_message() {
+            return Err(SendRejected::NotNow);
+        }
+        self.traffic.message_out();
+        self.stage_control();
+        let payload = frames.payload();
+        let frame = match self.compression.as_mut() {
+            Some(compression) if compression.compresses(true, true, payload.len()) => {
+                match compression.shared_variant() {
+                    Some(variant) => frames.compressed(variant),
+                    None => {
+                        let opcode = if frames.is_text() {
+                            OpCode::Text
+                        } else {
+                            OpCode::Binary
+                        };
+                        let data = compression.deflate(payload, true, true);
+                        put_compressed_frame(self.out.tail(), true, true, opcode, data);
+                        compression.release_scratch();
+                        return Ok(());
+                    }
+                }
+            }
+            _ => frames.plain(),
+        };
+        self.out.push_shared(frame);
+        Ok(())
+    }
+
+    /// Whether the output can take one more shared frame (see
+    /// [`MAX_CHUNKS`](super::output::MAX_CHUNKS)).
+    #[inline]
+    pub(crate) fn has_chunk_room(&self) -> bool {
+        self.out.has_chunk_room()
     }
 
     /// The streamed payload of a [`Queued::Header`] frame is written.
@@ -485,9 +533,17 @@ impl Connection {
     /// so the stream stays whole.
     pub(crate) fn queue_rest(&mut self, rest: &[u8]) {
         if self.frame_in_progress {
-            self.out.extend_from_slice(rest);
+            self.out.tail().extend_from_slice(rest);
             self.frame_in_progress = false;
         }
+    }
+
+    /// Whether a message is half sent: a streamed frame is being written,
+    /// or a fragmented message is open. Nothing but control frames may go
+    /// out before it ends.
+    #[inline]
+    pub(crate) fn mid_message(&self) -> bool {
+        self.frame_in_progress || self.sending.is_some()
     }
 
     /// Whether a streamed frame's payload is being written.
@@ -527,7 +583,7 @@ impl Connection {
     /// if there is a Close to send.
     ///
     /// [`Aborted`]: WebSocketState::Aborted
-    pub(crate) fn fail(&mut self, violation: ProtocolError) -> Option<BytesMut> {
+    pub(crate) fn fail(&mut self, violation: ProtocolError) -> Option<Output> {
         let output = if !self.close_started() && !self.frame_in_progress {
             self.our_close = Some(ControlPayload::close(
                 Some(violation.close_code()),
@@ -554,7 +610,7 @@ impl Connection {
     /// Ends the connection without (completing) the handshake: the output
     /// is dropped. A closed connection stays `Closed`.
     pub(crate) fn abort(&mut self) {
-        self.out = BytesMut::new();
+        self.out = Output::default();
         self.frame_in_progress = false;
         if !self.state().is_finished() {
             self.state = WebSocketState::Aborted;
@@ -595,20 +651,20 @@ impl Connection {
         if let Some(pong) = self.pending_pong.take() {
             // Before our Close, never after it.
             if !self.close_started() || self.our_close.is_some() {
-                put_frame(&mut self.out, true, OpCode::Pong, pong.as_slice());
+                put_frame(self.out.tail(), true, OpCode::Pong, pong.as_slice());
             }
         }
         if std::mem::take(&mut self.pending_ping) && !self.close_started() {
-            put_frame(&mut self.out, true, OpCode::Ping, &[]);
+            put_frame(self.out.tail(), true, OpCode::Ping, &[]);
         }
         if let Some(close) = self.our_close.take() {
-            put_frame(&mut self.out, true, OpCode::Close, close.as_slice());
+            put_frame(self.out.tail(), true, OpCode::Close, close.as_slice());
         }
     }
 
     /// The encoded frames waiting to be written.
     #[inline]
-    pub(crate) fn output(&self) -> &[u8] {
+    pub(crate) fn output(&self) -> &Output {
         &self.out
     }
 
@@ -618,25 +674,21 @@ impl Connection {
         !self.out.is_empty() || self.control_waiting()
     }
 
-    /// The first `n` bytes of the output were written. A queue written out
-    /// whole is reset in place rather than advanced, so its next frames
-    /// need no `reserve` to win the space back; control frames that waited
-    /// behind it are staged.
+    /// The first `n` bytes of the output were written; control frames
+    /// that waited behind a queue now written out are staged.
     #[inline]
     pub(crate) fn written(&mut self, n: usize) {
-        if n == self.out.len() {
-            self.out.clear();
+        self.out.advance(n);
+        if self.out.is_empty() {
             self.stage_control();
-        } else {
-            self.out.advance(n);
         }
     }
 
     /// Takes the whole output, waiting control frames staged, for a last
     /// write.
-    pub(crate) fn take_output(&mut self) -> BytesMut {
+    pub(crate) fn take_output(&mut self) -> Output {
         self.stage_control();
-        std::mem::take(&mut self.out)
+        self.out.take()
     }
 
     /// Bytes in the output queue.
@@ -661,6 +713,7 @@ impl Connection {
 mod tests {
     use super::*;
     use crate::protocol::decoder::tests::{frame, limits};
+    use bytes::BytesMut;
 
     fn client_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
         frame(fin, 0, opcode, payload)
@@ -775,7 +828,10 @@ mod tests {
             Some((Incoming::Ping(ControlPayload::new(b"hello")), wire.len()))
         );
         conn.stage_control();
-        assert_eq!(server_frames(conn.output()), [(0xA, b"hello".to_vec())]);
+        assert_eq!(
+            server_frames(&conn.output().to_vec()),
+            [(0xA, b"hello".to_vec())]
+        );
     }
 
     /// While earlier output is unwritten, pings replace each other in the
@@ -794,7 +850,7 @@ mod tests {
         let n = conn.queued();
         conn.written(n);
         assert_eq!(
-            server_frames(conn.output()),
+            server_frames(&conn.output().to_vec()),
             [(0xA, 999u32.to_be_bytes().to_vec())]
         );
     }
@@ -815,8 +871,8 @@ mod tests {
         assert_eq!(conn.start_close(Some(CloseCode::NORMAL), ""), Ok(true));
         assert_eq!(conn.state(), WebSocketState::Closed);
         assert_eq!(conn.start_close(None, ""), Ok(false), "once");
-        let out = conn.take_output();
-        assert_eq!(server_frames(&out), [(0x8, vec![0x03, 0xE8])]);
+        let out = conn.take_output().to_vec();
+        assert_eq!(server_frames(&out.to_vec()), [(0x8, vec![0x03, 0xE8])]);
     }
 
     #[test]
@@ -836,7 +892,7 @@ mod tests {
         conn.receive_header(&mut ping).unwrap().unwrap();
         conn.stage_control();
         assert_eq!(
-            server_frames(conn.output()),
+            server_frames(&conn.output().to_vec()),
             [(0x8, b"\x03\xe9bye".to_vec())]
         );
         let mut close = client_frame(true, OpCode::Close, &[0x03, 0xE9]);
@@ -851,7 +907,7 @@ mod tests {
         conn.receive_header(&mut ping).unwrap().unwrap();
         conn.start_close(None, "").unwrap();
         assert_eq!(
-            server_frames(&conn.take_output()),
+            server_frames(&conn.take_output().to_vec()),
             [(0xA, b"p".to_vec()), (0x8, vec![])]
         );
     }
@@ -864,7 +920,7 @@ mod tests {
         let violation = conn.receive_header(&mut wire).unwrap_err();
         let out = conn.fail(violation).expect("a Close to send");
         assert_eq!(conn.state(), WebSocketState::Aborted);
-        let frames = server_frames(&out);
+        let frames = server_frames(&out.to_vec());
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0].0, 0x8);
         assert_eq!(frames[0].1[..2], 1002u16.to_be_bytes());
@@ -881,7 +937,11 @@ mod tests {
         let mut ping = client_frame(true, OpCode::Ping, b"p");
         conn.receive_header(&mut ping).unwrap().unwrap();
         conn.stage_control();
-        assert_eq!(conn.output(), [0x82, 126, 1, 44], "the header alone");
+        assert_eq!(
+            conn.output().to_vec(),
+            [0x82, 126, 1, 44],
+            "the header alone"
+        );
         // Half the payload written, then the writer gives up.
         let n = conn.queued();
         conn.written(n);
@@ -889,7 +949,10 @@ mod tests {
         assert!(!conn.frame_in_progress());
         assert_eq!(conn.queued(), 150);
         conn.written(150);
-        assert_eq!(server_frames(conn.output()), [(0xA, b"p".to_vec())]);
+        assert_eq!(
+            server_frames(&conn.output().to_vec()),
+            [(0xA, b"p".to_vec())]
+        );
     }
 
     #[test]
@@ -903,7 +966,7 @@ mod tests {
         conn.queue_data(b"b", true, true, true).unwrap();
         conn.queue_data(b"c", false, true, true).unwrap();
         assert_eq!(
-            server_frames(conn.output()),
+            server_frames(&conn.output().to_vec()),
             [
                 (0x1, b"a".to_vec()),
                 (0x0, b"b".to_vec()),
@@ -1159,6 +1222,84 @@ mod tests {
         (true, opcode, out)
     }
 
+    /// A prepared message goes into every output as the same bytes: the
+    /// plain frame without compression or under the threshold, one
+    /// compressed frame per variant without context takeover, and a
+    /// connection with context takeover compresses it with its own window.
+    #[test]
+    fn prepared_frames_are_shared_per_variant() {
+        let payload = b"to the whole room ".repeat(50);
+        let frames = SharedFrames::new(&payload, true);
+        let small = SharedFrames::new(b"hi", true);
+        let mut plain = Connection::new(limits());
+        let mut a = compressing(config(false), 1 << 20);
+        let mut b = compressing(config(false), 1 << 20);
+        let mut narrow = compressing(
+            CompressionConfig {
+                server_window_bits: 10,
+                ..config(false)
+            },
+            1 << 20,
+        );
+        let mut takeover = compressing(config(true), 1 << 20);
+        for conn in [&mut plain, &mut a, &mut b, &mut narrow, &mut takeover] {
+            conn.queue_prepared(&frames).unwrap();
+            conn.queue_prepared(&small).unwrap();
+        }
+        let first_piece = |conn: &Connection| conn.output().pieces().next().unwrap().as_ptr();
+        assert_eq!(first_piece(&plain), frames.plain().as_ptr(), "no copy");
+        assert_eq!(first_piece(&a), first_piece(&b), "one compressed frame");
+        assert_ne!(first_piece(&a), first_piece(&narrow), "another variant");
+        assert_eq!(frames.variants(), 2);
+        assert_ne!(
+            first_piece(&takeover),
+            first_piece(&a),
+            "compressed in place, with its own window"
+        );
+        assert_eq!(small.variants(), 0, "under the threshold: never compressed");
+
+        let mut inflater = crate::protocol::deflate::Inflater::new(15, false);
+        for (conn, bits) in [(&a, 15), (&narrow, 10), (&takeover, 15)] {
+            let wire = conn.output().to_vec();
+            let mut inflater = crate::protocol::deflate::Inflater::new(bits, true);
+            let (compressed, opcode, data) = inflate_server_message(&wire, &mut inflater);
+            assert!(compressed && opcode == 0x1 && data == payload);
+        }
+        let wire = plain.output().to_vec();
+        assert_eq!(
+            inflate_server_message(&wire, &mut inflater),
+            (false, 0x1, payload.clone())
+        );
+    }
+
+    /// A prepared message keeps its place among the connection's own
+    /// frames, and never goes into an open fragmented message.
+    #[test]
+    fn prepared_frames_keep_their_place_and_wait_for_a_message_to_end() {
+        let mut conn = Connection::new(limits());
+        let frames = SharedFrames::new(b"shared", false);
+        conn.queue_data(b"one", true, true, true).unwrap();
+        conn.queue_prepared(&frames).unwrap();
+        conn.queue_app_control(true, b"p").unwrap();
+        conn.queue_data(b"frag", true, false, true).unwrap();
+        assert_eq!(conn.queue_prepared(&frames), Err(SendRejected::NotNow));
+        conn.queue_data(b"ment", true, true, true).unwrap();
+        conn.queue_prepared(&frames).unwrap();
+        assert_eq!(
+            server_frames(&conn.output().to_vec()),
+            [
+                (0x1, b"one".to_vec()),
+                (0x2, b"shared".to_vec()),
+                (0x9, b"p".to_vec()),
+                (0x1, b"frag".to_vec()),
+                (0x0, b"ment".to_vec()),
+                (0x2, b"shared".to_vec()),
+            ]
+        );
+        conn.start_close(Some(CloseCode::NORMAL), "").unwrap();
+        assert_eq!(conn.queue_prepared(&frames), Err(SendRejected::AfterClose));
+    }
+
     #[test]
     fn sent_messages_are_compressed_from_the_threshold_and_fragments_always() {
         let mut conn = compressing(config(true), 1 << 20);
@@ -1167,7 +1308,7 @@ mod tests {
         // Under the threshold: plain.
         conn.queue_data(b"short", true, true, true).unwrap();
         assert_eq!(
-            inflate_server_message(&conn.take_output(), &mut inflater),
+            inflate_server_message(&conn.take_output().to_vec(), &mut inflater),
             (false, 0x1, b"short".to_vec())
         );
         for _ in 0..2 {
@@ -1175,7 +1316,7 @@ mod tests {
                 conn.queue_data(long.as_bytes(), true, true, false),
                 Ok(Queued::Whole)
             );
-            let wire = conn.take_output();
+            let wire = conn.take_output().to_vec();
             assert!(wire.len() < long.len() / 2, "{} bytes", wire.len());
             assert_eq!(
                 inflate_server_message(&wire, &mut inflater),
@@ -1186,7 +1327,7 @@ mod tests {
         conn.queue_data(b"ab", false, false, true).unwrap();
         conn.queue_data(b"", false, false, true).unwrap();
         conn.queue_data(b"cd", false, true, true).unwrap();
-        let wire = conn.take_output();
+        let wire = conn.take_output().to_vec();
         let mut rest = &wire[..];
         let mut rsv = Vec::new();
         while !rest.is_empty() {

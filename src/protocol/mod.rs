@@ -19,6 +19,10 @@
 //! - `compression`: a connection's permessage-deflate state: the message
 //!   being inflated (bounded, validated) and the codecs, pooled per thread
 //!   without context takeover.
+//! - `output`: the output queue: owned frames, and shared chunks of
+//!   prepared messages, in order, written vectored.
+//! - `prepared`: a message framed (and compressed, per variant) once for
+//!   any number of connections.
 //! - `decoder`: the receive state machine (fragmentation, control
 //!   frames, limits, UTF-8) that maps every violation to its close code.
 //! - `connection`: [`Connection`], the whole server side of a connection
@@ -35,6 +39,8 @@ pub(crate) mod deflate;
 pub(crate) mod error;
 pub(crate) mod frame;
 pub(crate) mod mask;
+pub(crate) mod output;
+pub(crate) mod prepared;
 pub(crate) mod utf8;
 
 pub use close::CloseCode;
@@ -44,3 +50,5 @@ pub(crate) use connection::{Connection, Incoming, Queued, SendRejected};
 pub(crate) use decoder::{Limits, WholeFrame};
 pub use error::ProtocolError;
 pub(crate) use frame::header_len;
+pub(crate) use output::{MAX_SLICES, Output};
+pub(crate) use prepared::SharedFrames;

@@ -5,12 +5,15 @@ use std::future::Future;
 use std::sync::Weak;
 
 use super::core::Shared;
-use crate::error::Error;
+use super::message::Message;
+use super::prepared::PreparedMessage;
+use super::websocket::{try_send_on, try_send_prepared_on};
+use crate::error::{Error, TrySendError};
 use crate::protocol::CloseCode;
 
-/// A handle to a [`WebSocket`](crate::WebSocket) for other tasks: close
-/// it, abort it, or wait until it is finished, while its owner keeps
-/// receiving and sending.
+/// A handle to a [`WebSocket`](crate::WebSocket) for other tasks: send to
+/// it without waiting, close it, abort it, or wait until it is finished,
+/// while its owner keeps receiving and sending.
 ///
 /// What ASP.NET allows from any thread (`CloseOutputAsync` while a
 /// `ReceiveAsync` is pending, `Abort`), for the task that does not own the
@@ -102,6 +105,55 @@ impl WebSocketHandle {
                 None => Ok(()),
             }
         }
+    }
+
+    /// Queues a message on the socket without waiting, from any task:
+    /// the broadcaster's send. The socket's background task writes it,
+    /// with everything else queued by the time it runs, in one write; the
+    /// owner's task keeps receiving meanwhile. A [`Message::Close`] starts
+    /// the close as [`close`](Self::close) does, without the wait.
+    ///
+    /// A message never interrupts one the owner is sending: while the
+    /// owner's task is in the middle of a fragmented message (or a large
+    /// frame), the socket is reported full.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`], with the message, when it does not fit the
+    /// send queue's bound
+    /// ([`max_buffered_amount`](crate::WebSocketOptions::max_buffered_amount))
+    /// or the owner is mid-message; [`TrySendError::Failed`] with the
+    /// error a send would give, and [`Error::Aborted`] once the owner
+    /// dropped the socket.
+    pub fn try_send(&self, message: Message) -> Result<(), TrySendError> {
+        match self.shared.upgrade() {
+            Some(shared) => try_send_on(&shared, message, true),
+            None => Err(TrySendError::Failed(Error::Aborted)),
+        }
+    }
+
+    /// Queues a [`PreparedMessage`] on the socket without waiting, from
+    /// any task, as [`try_send`](Self::try_send): its shared frame is
+    /// queued by reference — no copy, allocation or framing per socket —
+    /// and the background task writes it.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send`](Self::try_send), handing nothing back.
+    pub fn try_send_prepared(&self, message: &PreparedMessage) -> Result<(), TrySendError<()>> {
+        match self.shared.upgrade() {
+            Some(shared) => try_send_prepared_on(&shared, message, true),
+            None => Err(TrySendError::Failed(Error::Aborted)),
+        }
+    }
+
+    /// Bytes queued on the socket but not yet handed to the connection,
+    /// as [`WebSocket::buffered_amount`](crate::WebSocket::buffered_amount);
+    /// 0 once the owner dropped the socket.
+    pub fn buffered_amount(&self) -> usize {
+        self.shared
+            .upgrade()
+            .map_or(0, |shared| shared.lock().buffered_amount())
     }
 
     /// Drops the connection at once, without a close handshake, as

@@ -16,12 +16,13 @@ use super::core::{CoreConfig, Party, SendProgress, Shared, Target, spawn_backgro
 use super::handle::WebSocketHandle;
 use super::message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
 use super::pipeline::PipelineLink;
+use super::prepared::PreparedMessage;
 use super::spare;
 use super::transport::Transport;
 use crate::error::{Error, TrySendError};
 use crate::layer::live::Registration;
 use crate::options::{OptionsError, WebSocketOptions};
-use crate::protocol::{CloseCode, CompressionConfig, Limits};
+use crate::protocol::{CloseCode, CompressionConfig, Limits, SharedFrames};
 use crate::stats::Traffic;
 
 /// A server-side WebSocket connection: the analog of
@@ -427,6 +428,40 @@ impl WebSocket {
         self.writer.try_send(message)
     }
 
+    /// Sends a [`PreparedMessage`]: its frame, built once, is queued by
+    /// reference (no copy), then written as [`send`](Self::send) writes a
+    /// message, waiting only while the send queue is past its bound.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send); [`Error::InvalidArgument`] in the middle of
+    /// a fragmented message.
+    ///
+    /// # Cancel safety
+    ///
+    /// The message is queued whole on the first poll; dropping the future
+    /// after that only stops the wait, and the message still goes out.
+    pub fn send_prepared<'a>(
+        &'a mut self,
+        message: &'a PreparedMessage,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
+        self.writer.send_prepared(message)
+    }
+
+    /// Queues a [`PreparedMessage`] without waiting, as
+    /// [`try_send`](Self::try_send) does a message, and starts writing it.
+    /// To broadcast from another task, use
+    /// [`WebSocketHandle::try_send_prepared`].
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send`](Self::try_send): [`TrySendError::Full`] when it does
+    /// not fit the send queue's bound, [`TrySendError::Failed`] with the
+    /// error a send would give.
+    pub fn try_send_prepared(&mut self, message: &PreparedMessage) -> Result<(), TrySendError<()>> {
+        self.writer.try_send_prepared(message)
+    }
+
     /// Closes the socket with the full handshake (ASP.NET `CloseAsync`):
     /// sends our Close frame (unless already sent), then waits for the
     /// peer's, discarding data that arrives meanwhile, at most the close
@@ -814,6 +849,8 @@ enum Outgoing<'a> {
     },
     /// A whole message, owned by the future.
     Message(Message),
+    /// A prepared message's shared frames.
+    Prepared(&'a SharedFrames),
 }
 
 impl Outgoing<'_> {
@@ -830,8 +867,69 @@ impl Outgoing<'_> {
                 Some((text.as_bytes(), MessageType::Text, true))
             }
             Outgoing::Message(Message::Binary(data)) => Some((data, MessageType::Binary, true)),
-            Outgoing::Message(Message::Close(_) | Message::Ping(_) | Message::Pong(_)) => None,
+            Outgoing::Message(Message::Close(_) | Message::Ping(_) | Message::Pong(_))
+            | Outgoing::Prepared(_) => None,
         }
+    }
+}
+
+/// [`WebSocket::try_send`] on `shared`, from the owner or (`from_handle`)
+/// a [`WebSocketHandle`], whose sends find the socket full while the owner
+/// is in the middle of a message, and leave the write to the background
+/// task.
+pub(crate) fn try_send_on(
+    shared: &Shared,
+    message: Message,
+    from_handle: bool,
+) -> Result<(), TrySendError> {
+    let (payload, message_type): (&[u8], _) = match &message {
+        Message::Text(text) => (text.as_bytes(), MessageType::Text),
+        Message::Binary(data) => (data, MessageType::Binary),
+        Message::Ping(data) | Message::Pong(data) => {
+            let ping = message.is_ping();
+            let queued = shared.poll_now(|core, io_cx| {
+                if from_handle && core.frame_in_progress() {
+                    return Ok(false);
+                }
+                core.queue_control(ping, data)?;
+                core.written_by(io_cx, from_handle)?;
+                Ok::<_, Error>(true)
+            })?;
+            return if queued {
+                Ok(())
+            } else {
+                Err(TrySendError::Full(message))
+            };
+        }
+        Message::Close(frame) => {
+            let (code, reason) = close_parts(frame);
+            shared.close_from_handle(code, reason)?;
+            return Ok(());
+        }
+    };
+    let taken = shared.poll_now(|core, io_cx| {
+        core.try_queue_message(io_cx, payload, message_type, from_handle)
+    })?;
+    if taken {
+        Ok(())
+    } else {
+        Err(TrySendError::Full(message))
+    }
+}
+
+/// [`WebSocket::try_send_prepared`] on `shared`, from the owner or
+/// (`from_handle`) a [`WebSocketHandle`], as [`try_send_on`].
+pub(crate) fn try_send_prepared_on(
+    shared: &Shared,
+    message: &PreparedMessage,
+    from_handle: bool,
+) -> Result<(), TrySendError<()>> {
+    let taken = shared
+        .poll_now(|core, io_cx| core.try_queue_prepared(io_cx, &message.frames, from_handle))?;
+    if taken {
+        Ok(())
+    } else {
+        Err(TrySendError::Full(()))
     }
 }
 
@@ -861,6 +959,12 @@ impl Future for SendFuture<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        if let Outgoing::Prepared(frames) = this.outgoing {
+            let progress = &mut this.progress;
+            return this.shared.poll_with(cx, Party::Writer, |core, io_cx| {
+                core.poll_send_prepared(io_cx, frames, progress)
+            });
+        }
         let Some((payload, message_type, end_of_message)) = this.outgoing.data() else {
             // A Close (`close_output`, in one future), a ping or a pong:
             // queued, then flushed.
@@ -916,31 +1020,36 @@ impl WebSocketWriter {
     ///
     /// As [`WebSocket::try_send`].
     pub fn try_send(&mut self, message: Message) -> Result<(), TrySendError> {
-        let (payload, message_type): (&[u8], _) = match &message {
-            Message::Text(text) => (text.as_bytes(), MessageType::Text),
-            Message::Binary(data) => (data, MessageType::Binary),
-            Message::Ping(data) | Message::Pong(data) => {
-                let ping = message.is_ping();
-                self.shared.poll_now(|core, io_cx| {
-                    core.queue_control(ping, data)?;
-                    core.try_write_now(io_cx)
-                })?;
-                return Ok(());
-            }
-            Message::Close(frame) => {
-                let (code, reason) = close_parts(frame);
-                self.shared.close_from_handle(code, reason)?;
-                return Ok(());
-            }
-        };
-        let taken = self
-            .shared
-            .poll_now(|core, io_cx| core.try_queue_message(io_cx, payload, message_type))?;
-        if taken {
-            Ok(())
-        } else {
-            Err(TrySendError::Full(message))
+        try_send_on(&self.shared, message, false)
+    }
+
+    /// See [`WebSocket::send_prepared`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::send_prepared`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`WebSocket::send_prepared`].
+    pub fn send_prepared<'a>(
+        &'a mut self,
+        message: &'a PreparedMessage,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
+        SendFuture {
+            shared: &self.shared,
+            outgoing: Outgoing::Prepared(&message.frames),
+            progress: SendProgress::NotStarted,
         }
+    }
+
+    /// See [`WebSocket::try_send_prepared`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::try_send_prepared`].
+    pub fn try_send_prepared(&mut self, message: &PreparedMessage) -> Result<(), TrySendError<()>> {
+        try_send_prepared_on(&self.shared, message, false)
     }
 
     /// See [`WebSocket::send_buffer`].

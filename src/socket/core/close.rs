@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 use crate::error::Error;
-use crate::protocol::{CloseCode, ProtocolError};
+use crate::protocol::{CloseCode, Output, ProtocolError};
 use crate::socket::message::{MessageType, ReceiveResult, WebSocketState};
 use crate::socket::read_buffer::ReadBuffer;
 use crate::stats::Outcome;
@@ -63,7 +63,7 @@ impl Core {
     }
 
     /// [`linger`](Self::linger), writing `out` first.
-    pub(super) fn linger_with(&mut self, out: BytesMut) {
+    pub(super) fn linger_with(&mut self, out: Output) {
         let Some(mut io) = self.io.take() else {
             return;
         };
@@ -75,7 +75,9 @@ impl Core {
         self.conn.traffic().wrote(out.len());
         runtime.spawn(async move {
             let linger = async {
-                io.write_all(&out).await?;
+                for piece in out.pieces() {
+                    io.write_all(piece).await?;
+                }
                 io.flush().await?;
                 io.shutdown().await?;
                 let mut scratch = [0u8; 512];

@@ -11,7 +11,7 @@ use tokio::io::AsyncWrite;
 
 use super::*;
 use crate::error::Error;
-use crate::protocol::{Queued, SendRejected, header_len};
+use crate::protocol::{MAX_SLICES, Queued, SendRejected, SharedFrames, header_len};
 use crate::socket::message::{MessageType, WebSocketState};
 
 /// Payloads up to this size are copied behind their header and written
@@ -31,7 +31,16 @@ impl Core {
             let Some(io) = self.io.as_mut() else {
                 return Poll::Ready(Err(self.finished_error()));
             };
-            match Pin::new(&mut *io).poll_write(cx, self.conn.output()) {
+            let out = self.conn.output();
+            let result = if out.is_contiguous() {
+                Pin::new(&mut *io).poll_write(cx, out.contiguous())
+            } else {
+                // Shared frames of prepared messages: one vectored write.
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let n = out.slices(&mut slices, &[]);
+                Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
+            };
+            match result {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(
                         self.abort_with(Error::Io(io::ErrorKind::WriteZero.into()))
@@ -111,8 +120,9 @@ impl Core {
                         let result = if out.is_empty() {
                             Pin::new(&mut *io).poll_write(cx, rest)
                         } else {
-                            let slices = [IoSlice::new(out), IoSlice::new(rest)];
-                            Pin::new(&mut *io).poll_write_vectored(cx, &slices)
+                            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                            let n = out.slices(&mut slices, rest);
+                            Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
                         };
                         match ready!(result) {
                             Ok(0) => {
@@ -137,29 +147,101 @@ impl Core {
                     *progress = SendProgress::Flushing;
                 }
                 SendProgress::Flushing => {
-                    if self.may_defer() {
-                        // More input is already here: the application is
-                        // about to receive again, and the read that finds the
-                        // input dry writes all the replies in one go. The
-                        // background task writes them if it does not.
-                        self.defer_write();
-                    } else if let Poll::Ready(written) = self.poll_write_out(cx) {
-                        written?;
-                    } else if self.conn.buffered_amount() <= self.max_buffered {
-                        // The peer's window is full, but the queue is within
-                        // its bound: the send is done, and the background task
-                        // writes the rest when the peer reads.
-                        self.defer_write();
-                    } else {
-                        // Past the bound: wait until the peer reads.
-                        return Poll::Pending;
-                    }
+                    ready!(self.poll_sent(cx))?;
                     *progress = SendProgress::Done;
                     return Poll::Ready(Ok(()));
                 }
                 SendProgress::Done => return Poll::Ready(Ok(())),
             }
         }
+    }
+
+    /// The end of a send whose frame is queued: writes it, or leaves it
+    /// queued when that is better or must be, and waits only while the
+    /// queue is past its bound.
+    fn poll_sent(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.may_defer() {
+            // More input is already here: the application is about to
+            // receive again, and the read that finds the input dry writes
+            // all the replies in one go. The background task writes them
+            // if it does not.
+            self.defer_write();
+        } else if let Poll::Ready(written) = self.poll_write_out(cx) {
+            written?;
+        } else if self.conn.buffered_amount() <= self.max_buffered && self.conn.has_chunk_room() {
+            // The peer's window is full, but the queue is within its
+            // bound: the send is done, and the background task writes the
+            // rest when the peer reads.
+            self.defer_write();
+        } else {
+            // Past the bound: wait until the peer reads.
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// A prepared message's send (see [`WebSocket::send_prepared`]): its
+    /// shared frame is queued on the first poll, then written as any
+    /// send's.
+    ///
+    /// [`WebSocket::send_prepared`]: crate::WebSocket::send_prepared
+    pub(crate) fn poll_send_prepared(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames: &SharedFrames,
+        progress: &mut SendProgress,
+    ) -> Poll<Result<(), Error>> {
+        if let SendProgress::NotStarted = progress {
+            self.queue_prepared(frames, false)?;
+            *progress = SendProgress::Flushing;
+        }
+        if let SendProgress::Flushing = progress {
+            ready!(self.poll_sent(cx))?;
+            *progress = SendProgress::Done;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Queues a prepared message's frame. From a handle (`from_handle`),
+    /// an open fragmented or streamed message of the owner's is a busy
+    /// socket (`Ok(false)`); from the owner, a misuse.
+    fn queue_prepared(&mut self, frames: &SharedFrames, from_handle: bool) -> Result<bool, Error> {
+        match self.conn.queue_prepared(frames) {
+            Ok(()) => Ok(true),
+            Err(SendRejected::Finished) => Err(self.finished_error()),
+            Err(SendRejected::AfterClose) => Err(Error::SendAfterClose),
+            Err(SendRejected::TypeChanged | SendRejected::NotNow) if from_handle => Ok(false),
+            Err(SendRejected::TypeChanged | SendRejected::NotNow) => Err(Error::InvalidArgument(
+                "a whole message cannot go in the middle of a fragmented message",
+            )),
+        }
+    }
+
+    /// Queues a prepared message without waiting: `Ok(false)` when it does
+    /// not fit the send queue's bound (or, `from_handle`, the owner is in
+    /// the middle of a message). The owner's call starts writing it at
+    /// once, as [`try_queue_message`](Self::try_queue_message) does; a
+    /// handle's leaves the write to the socket's background task, which
+    /// writes everything queued by the time it runs in one vectored write:
+    /// a broadcaster's messages to one socket go out together.
+    pub(crate) fn try_queue_prepared(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames: &SharedFrames,
+        from_handle: bool,
+    ) -> Result<bool, Error> {
+        let can_send = matches!(
+            self.state(),
+            WebSocketState::Open | WebSocketState::CloseReceived
+        );
+        if can_send && !(self.has_room(frames.frame_len()) && self.conn.has_chunk_room()) {
+            return Ok(false);
+        }
+        if !self.queue_prepared(frames, from_handle)? {
+            return Ok(false);
+        }
+        self.written_by(cx, from_handle)?;
+        Ok(true)
     }
 
     /// Leaves the queued output to the next read or the background task.
@@ -176,14 +258,17 @@ impl Core {
         buffered == 0 || buffered.saturating_add(len) <= self.max_buffered
     }
 
-    /// Queues a whole message without waiting and starts writing it: the
-    /// `try_send` path. Fails with `Ok(false)` when it does not fit
-    /// the send queue's bound.
+    /// Queues a whole message without waiting: the `try_send` path. Fails
+    /// with `Ok(false)` when it does not fit the send queue's bound, or
+    /// (`from_handle`) when the owner is in the middle of a message. The
+    /// owner's call starts writing it; a handle's leaves that to the
+    /// background task (see [`try_queue_prepared`](Self::try_queue_prepared)).
     pub(crate) fn try_queue_message(
         &mut self,
         cx: &mut Context<'_>,
         payload: &[u8],
         message_type: MessageType,
+        from_handle: bool,
     ) -> Result<bool, Error> {
         let can_send = matches!(
             self.state(),
@@ -193,9 +278,36 @@ impl Core {
         if can_send && !self.has_room(header_len(payload.len() as u64, false) + payload.len()) {
             return Ok(false);
         }
+        if from_handle && can_send && self.conn.mid_message() {
+            return Ok(false);
+        }
         self.queue_message(payload, message_type)?;
-        self.try_write_now(cx)?;
+        self.written_by(cx, from_handle)?;
         Ok(true)
+    }
+
+    /// After a message was queued without waiting: the owner's call
+    /// starts writing it; a handle's leaves the write to the background
+    /// task, once for everything queued until it runs.
+    pub(crate) fn written_by(
+        &mut self,
+        cx: &mut Context<'_>,
+        from_handle: bool,
+    ) -> Result<(), Error> {
+        if !from_handle {
+            self.try_write_now(cx)
+        } else {
+            if !self.deferred {
+                self.defer_write();
+            }
+            Ok(())
+        }
+    }
+
+    /// Whether a streamed frame's payload is being written: nothing, not
+    /// even a control frame, may go out before it ends.
+    pub(crate) fn frame_in_progress(&self) -> bool {
+        self.conn.frame_in_progress()
     }
 
     /// Writes what is queued as far as the transport takes it now; the
