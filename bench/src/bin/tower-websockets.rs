@@ -12,6 +12,18 @@
 //! Either way the loop ends by answering the client's Close with the
 //! client's status.
 //!
+//! The broadcast scenario (`loadgen --mode broadcast`) uses two more
+//! paths: a socket on `/sub` joins the one room (its handle goes into the
+//! room's list, and its own task receives until the socket ends); every
+//! message a socket on `/pub` sends is made a [`PreparedMessage`] once and
+//! queued on every member with `WebSocketHandle::try_send_prepared`, from
+//! the publisher's task: no channel, no writer task, no copy per member.
+//! Each member's background task writes what is queued for it in one
+//! write. The send bound is raised to 1 MiB, so that the scenario's
+//! messages in flight (10 publishers × 16 × 1 KiB) fit, as they do in the
+//! peers' unbounded channels; a member past it would miss a message,
+//! which loadgen reports as an error.
+//!
 //! A peek at the first bytes picks the protocol: HTTP/1.1 connections are
 //! served by hyper's `http1` directly, h2c (prior knowledge) by hyper-util's
 //! `auto` builder with extended CONNECT (RFC 8441) enabled. The suite ends
@@ -26,6 +38,8 @@ use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::io;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -38,8 +52,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
 use tower_websockets::{
-    DeflateOptions, Error, Message, MessageType, WebSocket, WebSocketLayer, WebSocketOptions,
-    WebSocketUpgrade,
+    DeflateOptions, Error, Message, MessageType, PreparedMessage, WebSocket, WebSocketHandle,
+    WebSocketLayer, WebSocketOptions, WebSocketUpgrade,
 };
 
 const NAME: &str = "tower-websockets";
@@ -48,6 +62,38 @@ const NAME: &str = "tower-websockets";
 const BUFFER_SIZE: usize = 4 * 1024;
 
 type Body = Full<Bytes>;
+
+/// The broadcast scenario's room: its members' handles, by id.
+#[derive(Default)]
+struct Room {
+    members: Mutex<Vec<(u64, WebSocketHandle)>>,
+    next_id: AtomicU64,
+}
+
+impl Room {
+    fn join(&self, handle: WebSocketHandle) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().push((id, handle));
+        id
+    }
+
+    fn leave(&self, id: u64) {
+        self.lock().retain(|(member, _)| *member != id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, WebSocketHandle)>> {
+        self.members.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `message` on every member, without waiting.
+    fn broadcast(&self, message: &PreparedMessage) {
+        for (_, member) in self.lock().iter() {
+            // Full (past the raised bound) or closed: the member misses
+            // it, and loadgen reports the gap.
+            let _ = member.try_send_prepared(message);
+        }
+    }
+}
 
 /// How a socket echoes.
 #[derive(Clone, Copy, Debug)]
@@ -94,10 +140,13 @@ async fn serve(addr: String, mode: Mode, deflate: Option<DeflateOptions>) -> io:
     let listener = TcpListener::bind(&addr).await?;
     // As `examples/echo` prints it.
     println!("Listening on http://{}", listener.local_addr()?);
-    let options = WebSocketOptions::default().permessage_deflate(deflate);
+    let options = WebSocketOptions::default()
+        .permessage_deflate(deflate)
+        .max_buffered_amount(1 << 20);
+    let room = Arc::new(Room::default());
     let app = ServiceBuilder::new()
         .layer(WebSocketLayer::new(options).map_err(io::Error::other)?)
-        .service_fn(move |req| route(req, mode));
+        .service_fn(move |req| route(req, mode, room.clone()));
     loop {
         match listener.accept().await {
             Ok((tcp, _)) => {
@@ -156,21 +205,29 @@ async fn starts_http1(tcp: &TcpStream) -> io::Result<bool> {
     Ok(n > 0 && !PREFACE.starts_with(&first[..n]))
 }
 
-/// Every WebSocket request, on any path, is accepted and echoed; anything
-/// else gets a 400.
-async fn route(mut req: Request<Incoming>, mode: Mode) -> Result<Response<Body>, Infallible> {
+/// Every WebSocket request is accepted: on `/sub` it joins the room, on
+/// `/pub` it publishes to it, on any other path it echoes; anything else
+/// gets a 400.
+async fn route(
+    mut req: Request<Incoming>,
+    mode: Mode,
+    room: Arc<Room>,
+) -> Result<Response<Body>, Infallible> {
     let Some(upgrade) = WebSocketUpgrade::from_request(&mut req) else {
         let mut response = Response::new(Body::default());
         *response.status_mut() = StatusCode::BAD_REQUEST;
         return Ok(response);
     };
+    let path = req.uri().path().to_owned();
     // The request's headers share hyper's read buffer (8 KiB or more):
     // drop the request before the socket's long life.
     drop(req);
     if let Ok(mut socket) = upgrade.accept().await {
-        let _ = match mode {
-            Mode::Message => echo_messages(&mut socket).await,
-            Mode::AspNet => echo(&mut socket).await,
+        let _ = match (path.as_str(), mode) {
+            ("/sub", _) => subscribe(&mut socket, &room).await,
+            ("/pub", _) => publish(&mut socket, &room).await,
+            (_, Mode::Message) => echo_messages(&mut socket).await,
+            (_, Mode::AspNet) => echo(&mut socket).await,
         };
     }
     // Discarded: the 101 was sent when the socket was accepted.
@@ -193,6 +250,29 @@ async fn echo_messages(socket: &mut WebSocket) -> Result<(), Error> {
             data => socket.send(data).await?,
         }
     }
+}
+
+/// A member of the room: joins, receives (nothing but the Close, in the
+/// scenario) until the socket ends, leaves.
+async fn subscribe(socket: &mut WebSocket, room: &Room) -> Result<(), Error> {
+    let id = room.join(socket.handle());
+    while socket.recv().await.is_some() {}
+    room.leave(id);
+    Ok(())
+}
+
+/// A publisher: every text or binary message it sends goes to every
+/// member, framed once.
+async fn publish(socket: &mut WebSocket, room: &Room) -> Result<(), Error> {
+    while let Some(message) = socket.recv().await {
+        match message? {
+            Message::Text(text) => room.broadcast(&PreparedMessage::text(&text)),
+            Message::Binary(data) => room.broadcast(&PreparedMessage::binary(&data)),
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// The ASP.NET sample's `Echo` method.
