@@ -36,7 +36,8 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower_websockets::{
-    CloseCode, Error, Message, MessageType, WebSocket, WebSocketOptions, WebSocketState,
+    CloseCode, Error, Message, MessageType, PreparedMessage, WebSocket, WebSocketOptions,
+    WebSocketState,
 };
 
 // =========================================================================
@@ -556,6 +557,10 @@ pub struct Config {
     pub api: Api,
     /// Send every message (or, with [`Api::Buffer`], every piece) back.
     pub echo: bool,
+    /// With [`Api::Message`], echo each message as a [`PreparedMessage`]
+    /// (its shared frame queued by reference between the socket's own
+    /// frames) instead of with `send`.
+    pub prepared: bool,
     pub answer: Answer,
     pub receive_buffer_size: usize,
 }
@@ -569,6 +574,7 @@ impl Config {
             vectored: false,
             api: Api::Message,
             echo: false,
+            prepared: false,
             answer: Answer::Drop,
             receive_buffer_size: tower_websockets::DEFAULT_RECEIVE_BUFFER_SIZE,
         }
@@ -701,7 +707,13 @@ async fn session(
                 Ok(Message::Pong(data)) => controls.push((false, data.to_vec())),
                 Ok(message) => {
                     messages.push((message.is_text(), message.as_bytes().to_vec()));
-                    if config.echo {
+                    if config.echo && config.prepared {
+                        let prepared = match &message {
+                            Message::Text(text) => PreparedMessage::text(text),
+                            other => PreparedMessage::binary(other.as_bytes()),
+                        };
+                        socket.send_prepared(&prepared).await.expect("echo");
+                    } else if config.echo {
                         socket.send(message).await.expect("echo");
                     }
                 }
@@ -1291,8 +1303,8 @@ pub fn limits(message: u8, frame: u8) -> Limits {
 /// buffer sizes, a receive buffer size, the read schedule and the write
 /// schedule (a length byte each), a tail cut (if flagged), then the raw
 /// stream or its [`script`]. Four configurations: whole reads and free
-/// writes with `receive_message`, then pieces and blocked writes, then
-/// the buffer API both ways.
+/// writes with `receive_message`, then pieces and blocked writes (echoing
+/// with prepared messages if flagged), then the buffer API both ways.
 pub fn socket_case(data: &[u8]) -> Case {
     let mut input = Input::new(data);
     let flags = input.byte();
@@ -1332,6 +1344,7 @@ pub fn socket_case(data: &[u8]) -> Case {
             vectored,
             api: Api::Message,
             echo,
+            prepared: flags & 0x40 != 0,
             answer: Answer::from_bits(answer),
             receive_buffer_size: receive_buffer_size(rbuf),
         },
@@ -1348,6 +1361,7 @@ pub fn socket_case(data: &[u8]) -> Case {
             vectored: !vectored,
             api: Api::Buffer(size_b),
             echo,
+            prepared: false,
             answer: Answer::from_bits(answer + 2),
             receive_buffer_size: 256,
         },
@@ -1486,6 +1500,8 @@ mod tests {
                         vectored: echo,
                         api,
                         echo,
+                        // Known streams echo with prepared messages too.
+                        prepared: answer == Answer::Close,
                         answer,
                         receive_buffer_size: 256,
                     });
