@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(request.method(), http::Method::GET);
         assert!(request.headers().get("sec-websocket-key").is_some());
         assert_eq!(
-            request.headers().get("sec-websocket-version").map(|v| v.as_bytes().trim_ascii()),
+            request
+                .headers()
+                .get("sec-websocket-version")
+                .map(|v| v.as_bytes().trim_ascii()),
             Some(&b"13"[..])
         );
     } else if let Err(rejection) = HandshakeRejection::check(&request) {
