@@ -146,12 +146,22 @@ impl Output {
     /// The first `n` bytes were written. An owned buffer written out whole
     /// is reset in place rather than advanced, so its next frames need no
     /// `reserve` to win the space back.
-    pub(crate) fn advance(&mut self, mut n: usize) {
+    #[inline]
+    pub(crate) fn advance(&mut self, n: usize) {
         debug_assert!(n <= self.len());
-        while n > 0 {
-            let Some(front) = self.chunks.front_mut() else {
-                break;
-            };
+        if !self.chunks.is_empty() {
+            self.advance_chunks(n);
+        } else if n == self.tail.len() {
+            self.tail.clear();
+        } else {
+            self.tail.advance(n);
+        }
+    }
+
+    /// [`advance`](Self::advance) through the chunks, then the tail.
+    #[cold]
+    fn advance_chunks(&mut self, mut n: usize) {
+        while let Some(front) = self.chunks.front_mut() {
             let len = front.bytes().len();
             if n < len {
                 front.advance(n);
@@ -162,7 +172,7 @@ impl Output {
             self.chunked -= len;
             self.chunks.pop_front();
         }
-        if self.chunks.is_empty() && self.chunks.capacity() > 64 {
+        if self.chunks.capacity() > 64 {
             // A burst is over: do not keep its slots.
             self.chunks = VecDeque::new();
         }

@@ -159,6 +159,7 @@ impl Core {
     /// The end of a send whose frame is queued: writes it, or leaves it
     /// queued when that is better or must be, and waits only while the
     /// queue is past its bound.
+    #[inline]
     fn poll_sent(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if self.may_defer() {
             // More input is already here: the application is about to
