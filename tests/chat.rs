@@ -145,6 +145,37 @@ async fn ping(port: u16) -> bool {
     )
 }
 
+/// How many connections are subscribed to `channel`, as Redis counts
+/// them (`PUBSUB NUMSUB`).
+async fn subscribers(port: u16, channel: &str) -> u64 {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tcp.write_all(format!("PUBSUB NUMSUB {channel}\r\n").as_bytes())
+        .await
+        .unwrap();
+    // *2 $len channel :N
+    let mut answer = Vec::new();
+    tokio::time::timeout(TIMEOUT, async {
+        while answer.iter().filter(|&&b| b == b'\n').count() < 4 {
+            let mut chunk = [0u8; 256];
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0,
+                "redis closed: {:?}",
+                String::from_utf8_lossy(&answer)
+            );
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("redis answered");
+    let answer = String::from_utf8(answer).unwrap();
+    answer
+        .lines()
+        .find_map(|line| line.strip_prefix(':'))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("PUBSUB NUMSUB answered {answer:?}"))
+}
+
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
@@ -444,6 +475,9 @@ async fn two_instances_share_rooms_through_redis() {
     ];
     wait_subscribed(a, 2, 3).await;
     wait_subscribed(b, 2, 3).await;
+    // One subscription per room and instance, not per socket.
+    assert_eq!(subscribers(redis.port, "chat:alpha").await, 2);
+    assert_eq!(subscribers(redis.port, "chat:beta").await, 2);
     exchange(&mut rooms, 30).await;
 
     // Each instance published what its members said, and fanned out what
@@ -463,6 +497,8 @@ async fn two_instances_share_rooms_through_redis() {
     let mut beta = rooms.pop().unwrap().1;
     drop(beta.remove(0));
     wait_subscribed(a, 1, 2).await;
+    assert_eq!(subscribers(redis.port, "chat:beta").await, 1);
+    assert_eq!(subscribers(redis.port, "chat:alpha").await, 2);
     let mut beta = vec![("beta", beta)];
     exchange(&mut beta, 5).await;
     assert_eq!(
