@@ -59,9 +59,10 @@
 //!   timeout (`--close-timeout`). It pins at most the 64 KiB queue (plus
 //!   one message larger than that, as the queue takes one into an empty
 //!   queue) until then. The policy is strict: the first message that does
-//!   not fit closes the member, so a burst of a few large messages queued
-//!   faster than a member's socket task writes them can close a member
-//!   that does read (with 16 KiB messages, five in a row).
+//!   not fit closes the member. `Full` means the connection itself takes
+//!   no more: before it says so, the send writes what waits in the queue
+//!   as far as the connection takes it, so a burst to a member that reads
+//!   is not taken for a slow member.
 //! - `drop-oldest` (the default): the message goes to the member's
 //!   overflow queue, at most `--overflow` messages (64), which drops its
 //!   oldest entry when full (counted as `dropped` in `/stats`). While that

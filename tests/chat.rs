@@ -414,8 +414,9 @@ async fn one_node_delivers_to_its_rooms_only_and_checks_names() {
             ],
         ),
     ];
-    let s = stats(addr).await;
-    assert_eq!((stat(&s, "rooms"), stat(&s, "members")), (2, 5), "{s}");
+    // Members join their rooms after their upgrades.
+    let s = wait_for(addr, "with five members", |s| stat(s, "members") == 5).await;
+    assert_eq!(stat(&s, "rooms"), 2, "{s}");
     assert_eq!(stat(&s, "redis"), 0, "{s}");
     exchange(&mut rooms, 20).await;
 
@@ -704,13 +705,13 @@ async fn a_member_that_never_reads_is_closed_with_the_close_policy() {
     wait_for(addr, "with three members", |s| stat(s, "members") == 3).await;
 
     // 4 MiB through the room: far more than the slow member's socket
-    // queue and kernel buffers hold. Small messages: the policy closes a
-    // member at the first message that does not fit its 64 KiB queue, and
-    // a burst of a few 16 KiB messages can outrun even a fast member's
-    // socket task.
-    let took = push(&mut f1, &mut [&mut f2], 4096, 1024, 4).await;
+    // queue and kernel buffers hold. The policy closes a member at the
+    // first message that does not fit its 64 KiB queue, once what waits
+    // was written as far as its connection takes it: four 16 KiB messages
+    // in flight never close a member that reads.
+    let took = push(&mut f1, &mut [&mut f2], 256, 16 * 1024, 4).await;
     note(&format!(
-        "close policy: 4096 x 1 KiB to the fast members in {took:?}"
+        "close policy: 256 x 16 KiB to the fast members in {took:?}"
     ));
     let s = stats(addr).await;
     assert_eq!(stat(&s, "closed_slow"), 1, "{s}");
@@ -763,6 +764,9 @@ async fn a_member_that_never_reads_costs_bounded_memory_with_drop_oldest() {
     let pid = server.child.id().expect("running");
     let mut f1 = Chatter::join(addr, "r", "f1").await;
     let mut f2 = Chatter::join(addr, "r", "f2").await;
+    // A member joins its room after its upgrade: wait, or the first
+    // message can go out before it is there.
+    wait_for(addr, "with two members", |s| stat(s, "members") == 2).await;
 
     // The pace without a slow member, and the memory after a warm-up.
     let alone = push(&mut f1, &mut [&mut f2], 512, SIZE, 4).await;

@@ -354,6 +354,29 @@ async fn a_subscriber_that_never_reads_fills_its_bound_while_the_others_flow() {
     );
 }
 
+/// A handle's sends leave the writing to the socket's background task,
+/// which cannot run during a burst from this (single-threaded) task; at
+/// the bound the send writes what waits before it reports `Full`, so a
+/// burst past the bound to a member whose connection takes it is not a
+/// slow member.
+#[tokio::test(flavor = "current_thread")]
+async fn a_burst_past_the_bound_to_a_reading_member_is_not_full() {
+    let (addr, room) = room_server(WebSocketOptions::default()).await;
+    let mut client = raw_connect(addr, "/ws").await;
+    let handle = members(&room, 1).await.remove(0);
+    let message = PreparedMessage::binary(vec![9u8; 16 * 1024]);
+    for i in 0..6 {
+        assert!(
+            handle.try_send_prepared(&message).is_ok(),
+            "message {i} of a 96 KiB burst"
+        );
+    }
+    for _ in 0..6 {
+        let frame = client.read_frame().await.unwrap();
+        assert_eq!(frame.payload.len(), 16 * 1024);
+    }
+}
+
 #[tokio::test]
 async fn tiny_shared_frames_are_bounded_in_number_too() {
     let (addr, room) = room_server(WebSocketOptions::default()).await;

@@ -122,7 +122,9 @@ impl WebSocketHandle {
     /// [`TrySendError::Full`], with the message, when it does not fit the
     /// send queue's bound
     /// ([`max_buffered_amount`](crate::WebSocketOptions::max_buffered_amount))
-    /// or the owner is mid-message; [`TrySendError::Failed`] with the
+    /// even after what waits in the queue was written as far as the
+    /// connection takes it now (so a burst to a peer that reads is not
+    /// refused), or the owner is mid-message; [`TrySendError::Failed`] with the
     /// error a send would give, and [`Error::Aborted`] once the owner
     /// dropped the socket.
     pub fn try_send(&self, message: Message) -> Result<(), TrySendError> {

@@ -235,7 +235,7 @@ impl Core {
             self.state(),
             WebSocketState::Open | WebSocketState::CloseReceived
         );
-        if can_send && !(self.has_room(frames.frame_len()) && self.conn.has_chunk_room()) {
+        if can_send && !self.make_room(cx, frames.frame_len(), true)? {
             return Ok(false);
         }
         if !self.queue_prepared(frames, from_handle)? {
@@ -243,6 +243,28 @@ impl Core {
         }
         self.written_by(cx, from_handle)?;
         Ok(true)
+    }
+
+    /// Whether `len` more bytes (and, `chunk`, one more shared frame) fit
+    /// the send queue, once what waits in it has been written as far as
+    /// the connection takes it now: a queue full of output that no one
+    /// tried to write yet (a handle's sends leave it to the background
+    /// task) is not a slow peer. What stays queued is left to the
+    /// background task.
+    fn make_room(&mut self, cx: &mut Context<'_>, len: usize, chunk: bool) -> Result<bool, Error> {
+        let fits = |core: &Self| core.has_room(len) && (!chunk || core.conn.has_chunk_room());
+        if fits(self) {
+            return Ok(true);
+        }
+        if self.conn.frame_in_progress() || self.io.is_none() {
+            return Ok(false);
+        }
+        match self.poll_write_out(cx) {
+            Poll::Ready(result) => result?,
+            Poll::Pending if !self.deferred => self.defer_write(),
+            Poll::Pending => {}
+        }
+        Ok(fits(self))
     }
 
     /// Leaves the queued output to the next read or the background task.
@@ -275,11 +297,12 @@ impl Core {
             self.state(),
             WebSocketState::Open | WebSocketState::CloseReceived
         );
-        // A socket that cannot send gives a send's error, full or not.
-        if can_send && !self.has_room(header_len(payload.len() as u64, false) + payload.len()) {
+        if from_handle && can_send && self.conn.mid_message() {
             return Ok(false);
         }
-        if from_handle && can_send && self.conn.mid_message() {
+        // A socket that cannot send gives a send's error, full or not.
+        let len = header_len(payload.len() as u64, false) + payload.len();
+        if can_send && !self.make_room(cx, len, false)? {
             return Ok(false);
         }
         self.queue_message(payload, message_type)?;
