@@ -15,6 +15,26 @@ use super::*;
 use crate::error::Error;
 use crate::socket::message::WebSocketState;
 
+/// What woke the background task.
+#[derive(Clone, Copy, Debug)]
+enum Event {
+    /// The socket is finished.
+    Finished,
+    /// A send left output for this task to write.
+    Notified,
+    /// The deferred output is written (or nothing is left to write).
+    Written,
+    /// The read after our Close saw the socket finish, or a receive is
+    /// pending again.
+    ClosingReadDone,
+    /// The peer did not answer our Close in time.
+    CloseTimeout,
+    /// Time for a keep-alive ping.
+    Tick,
+    /// The keep-alive timeout after a ping expired.
+    Check,
+}
+
 /// What the keep-alive timer found when its timeout expired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Liveness {
@@ -124,6 +144,14 @@ pub(crate) fn spawn_background(
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker
         });
+        // The futures live across events: one made per wake-up would cost
+        // more than the write it wakes for, and a broadcast wakes this task
+        // once per batch of messages.
+        let finished = async { drop(finished.wait_for(|done| *done).await) };
+        let notified = flush.notified();
+        let check_sleep = tokio::time::sleep_until(Instant::now());
+        let close_sleep = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(finished, notified, check_sleep, close_sleep);
         let mut check_at: Option<Instant> = None;
         // Deferred output is being written (the peer's window was full).
         let mut flushing = false;
@@ -132,54 +160,90 @@ pub(crate) fn spawn_background(
         let mut close_deadline: Option<Instant> = None;
         let mut closing_read = false;
         loop {
-            tokio::select! {
-                () = async { drop(finished.wait_for(|done| *done).await) } => return,
-                () = flush.notified(), if !flushing => {
-                    // Let the application's task run first: if it receives
-                    // again, it writes the queue itself.
-                    tokio::task::yield_now().await;
+            // Deadlines first: a busy stream of writes must not hold back
+            // the keep-alive check or the close timeout.
+            let event = poll_fn(|cx| {
+                if finished.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Finished);
+                }
+                if close_deadline.is_some() && close_sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::CloseTimeout);
+                }
+                if check_at.is_some() && check_sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Check);
+                }
+                if let Some(ticker) = ticker.as_mut()
+                    && ticker.poll_tick(cx).is_ready()
+                {
+                    return Poll::Ready(Event::Tick);
+                }
+                if closing_read {
+                    let done = match shared.upgrade() {
+                        Some(strong) => strong.poll_closing_read(cx),
+                        None => Poll::Ready(()),
+                    };
+                    if done.is_ready() {
+                        return Poll::Ready(Event::ClosingReadDone);
+                    }
+                }
+                if flushing {
+                    // A branch of its own, not a wait inside one: a peer
+                    // that does not read must not stop the keep-alive
+                    // timer.
+                    let written = match shared.upgrade() {
+                        Some(strong) => strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
+                            core.poll_write_deferred(io_cx)
+                        }),
+                        None => Poll::Ready(()),
+                    };
+                    if written.is_ready() {
+                        return Poll::Ready(Event::Written);
+                    }
+                } else if notified.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Notified);
+                }
+                Poll::Pending
+            })
+            .await;
+            let Some(strong) = shared.upgrade() else {
+                return;
+            };
+            match event {
+                Event::Finished => return,
+                Event::Notified => {
+                    notified.set(flush.notified());
+                    if !strong.reader_waiting() {
+                        // The application's task may be about to receive
+                        // again: let it run first, and it writes the queue
+                        // itself. A receive already waiting will not (a
+                        // handle's sends to a member that only listens).
+                        drop(strong);
+                        tokio::task::yield_now().await;
+                    }
                     flushing = true;
                 }
-                // A branch of its own, not a wait inside one: a peer that
-                // does not read must not stop the keep-alive timer.
-                () = poll_fn(|cx| match shared.upgrade() {
-                    Some(strong) => strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
-                        core.poll_write_deferred(io_cx)
-                    }),
-                    None => Poll::Ready(()),
-                }), if flushing => {
+                Event::Written => {
                     flushing = false;
-                    let Some(strong) = shared.upgrade() else {
-                        return;
-                    };
                     if let Some((timeout, read)) = strong.closing() {
-                        close_deadline.get_or_insert_with(|| Instant::now() + timeout);
+                        if close_deadline.is_none() {
+                            let deadline = Instant::now() + timeout;
+                            close_deadline = Some(deadline);
+                            close_sleep.as_mut().reset(deadline);
+                        }
                         closing_read = read;
                     }
                 }
-                () = poll_fn(|cx| match shared.upgrade() {
-                    Some(strong) => strong.poll_closing_read(cx),
-                    None => Poll::Ready(()),
-                }), if closing_read => closing_read = false,
-                () = tokio::time::sleep_until(close_deadline.unwrap_or_else(Instant::now)), if close_deadline.is_some() => {
-                    if let Some(strong) = shared.upgrade()
-                        && !strong.is_finished() {
-                            let _ = strong.close_timed_out();
-                        }
+                Event::ClosingReadDone => closing_read = false,
+                Event::CloseTimeout => {
+                    if !strong.is_finished() {
+                        let _ = strong.close_timed_out();
+                    }
                     return;
                 }
                 // Pings go out on every tick; the check runs from the
                 // oldest ping it has not judged yet, so a timeout longer
                 // than the interval does not space out the pings.
-                _ = async {
-                    match ticker.as_mut() {
-                        Some(ticker) => ticker.tick().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    let Some(strong) = shared.upgrade() else {
-                        return;
-                    };
+                Event::Tick => {
                     let check = check_at.is_none();
                     let open = poll_fn(|cx| {
                         strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
@@ -194,15 +258,14 @@ pub(crate) fn spawn_background(
                         check_at = None;
                         continue;
                     }
-                    if check {
-                        check_at = timeout.map(|timeout| Instant::now() + timeout);
+                    if check && let Some(timeout) = timeout {
+                        let at = Instant::now() + timeout;
+                        check_at = Some(at);
+                        check_sleep.as_mut().reset(at);
                     }
                 }
-                () = tokio::time::sleep_until(check_at.unwrap_or_else(Instant::now)), if check_at.is_some() => {
+                Event::Check => {
                     check_at = None;
-                    let Some(strong) = shared.upgrade() else {
-                        return;
-                    };
                     if strong.check_keep_alive() == Liveness::Dead {
                         return;
                     }

@@ -337,6 +337,13 @@ impl Shared {
         Ok(timeout)
     }
 
+    /// Whether a receive is pending: it will write what is queued when it
+    /// finds the input dry.
+    #[inline]
+    pub(crate) fn reader_waiting(&self) -> bool {
+        self.reader_waiting.load(Ordering::Relaxed)
+    }
+
     /// A receive future was dropped: no receive is pending any more.
     #[inline]
     pub(crate) fn reader_gone(&self) {
