@@ -86,6 +86,12 @@ impl Output {
         self.chunks.is_empty()
     }
 
+    /// How many chunks wait before the owned frames.
+    #[inline]
+    pub(crate) fn chunks(&self) -> usize {
+        self.chunks.len()
+    }
+
     /// The owned buffer, to append frames to.
     #[inline]
     pub(crate) fn tail(&mut self) -> &mut BytesMut {

@@ -10,9 +10,9 @@ use std::time::Duration;
 use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
-use super::core::{CoreConfig, Party, SendProgress, Shared, Target, spawn_background};
+use super::core::{CoreConfig, FlushSignal, Party, SendProgress, Shared, Target, spawn_background};
 use super::handle::WebSocketHandle;
 use super::message::{CloseFrame, Message, MessageType, ReceiveResult, WebSocketState};
 use super::pipeline::PipelineLink;
@@ -159,7 +159,7 @@ impl WebSocket {
         config: SocketConfig,
         finished: watch::Sender<bool>,
     ) -> WebSocket {
-        let flush_notify = Arc::new(Notify::new());
+        let flush_notify = Arc::new(FlushSignal::default());
         let traffic = Arc::new(Traffic::default());
         let shared = Shared::new(
             io,

@@ -91,6 +91,8 @@ impl Core {
     /// The last handle is gone.
     pub(super) fn on_drop(&mut self) {
         self.leave();
+        // The background task ends when it finds the socket gone.
+        self.flush_notify.notify();
     }
 
     /// The application is gone from the socket (its last handle dropped,
@@ -137,7 +139,7 @@ impl Core {
                     // Our Close starts the handshake: the background task
                     // reads the answer if the application is not receiving,
                     // within the close timeout.
-                    self.flush_notify.notify_one();
+                    self.flush_notify.notify();
                 }
                 self.note_state();
                 Ok(queued)

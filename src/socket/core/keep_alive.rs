@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::*;
@@ -18,9 +18,7 @@ use crate::socket::message::WebSocketState;
 /// What woke the background task.
 #[derive(Clone, Copy, Debug)]
 enum Event {
-    /// The socket is finished.
-    Finished,
-    /// A send left output for this task to write.
+    /// A send left output for this task to write, or the socket finished.
     Notified,
     /// The deferred output is written (or nothing is left to write).
     Written,
@@ -128,8 +126,8 @@ impl Core {
 /// and ends when the socket is finished or dropped.
 pub(crate) fn spawn_background(
     shared: Weak<Shared>,
-    mut finished: watch::Receiver<bool>,
-    flush: Arc<Notify>,
+    finished: watch::Receiver<bool>,
+    flush: Arc<FlushSignal>,
     interval: Option<Duration>,
     timeout: Option<Duration>,
 ) {
@@ -147,11 +145,9 @@ pub(crate) fn spawn_background(
         // The futures live across events: one made per wake-up would cost
         // more than the write it wakes for, and a broadcast wakes this task
         // once per batch of messages.
-        let finished = async { drop(finished.wait_for(|done| *done).await) };
-        let notified = flush.notified();
         let check_sleep = tokio::time::sleep_until(Instant::now());
         let close_sleep = tokio::time::sleep_until(Instant::now());
-        tokio::pin!(finished, notified, check_sleep, close_sleep);
+        tokio::pin!(check_sleep, close_sleep);
         let mut check_at: Option<Instant> = None;
         // Deferred output is being written (the peer's window was full).
         let mut flushing = false;
@@ -159,12 +155,18 @@ pub(crate) fn spawn_background(
         // task reads it.
         let mut close_deadline: Option<Instant> = None;
         let mut closing_read = false;
+        // Flush events in a row: after a run of them the deadlines are
+        // looked at first, so a busy stream of writes cannot hold back the
+        // keep-alive check or the close timeout, while the common wake-up
+        // (a write) is served without polling the timers.
+        let mut streak = 0u8;
         loop {
-            // Deadlines first: a busy stream of writes must not hold back
-            // the keep-alive check or the close timeout.
+            let deadlines_first = streak >= 16;
             let event = poll_fn(|cx| {
-                if finished.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Event::Finished);
+                if !deadlines_first
+                    && let Poll::Ready(event) = poll_flush(cx, &shared, flushing, &flush)
+                {
+                    return Poll::Ready(event);
                 }
                 if close_deadline.is_some() && close_sleep.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::CloseTimeout);
@@ -186,32 +188,28 @@ pub(crate) fn spawn_background(
                         return Poll::Ready(Event::ClosingReadDone);
                     }
                 }
-                if flushing {
-                    // A branch of its own, not a wait inside one: a peer
-                    // that does not read must not stop the keep-alive
-                    // timer.
-                    let written = match shared.upgrade() {
-                        Some(strong) => strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
-                            core.poll_write_deferred(io_cx)
-                        }),
-                        None => Poll::Ready(()),
-                    };
-                    if written.is_ready() {
-                        return Poll::Ready(Event::Written);
-                    }
-                } else if notified.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Event::Notified);
+                if deadlines_first {
+                    return poll_flush(cx, &shared, flushing, &flush);
                 }
                 Poll::Pending
             })
             .await;
+            streak = match event {
+                Event::Notified | Event::Written => streak.saturating_add(1),
+                _ => 0,
+            };
+            if deadlines_first {
+                streak = 0;
+            }
             let Some(strong) = shared.upgrade() else {
                 return;
             };
             match event {
-                Event::Finished => return,
                 Event::Notified => {
-                    notified.set(flush.notified());
+                    // Also how the socket's end is told.
+                    if *finished.borrow() {
+                        return;
+                    }
                     if !strong.reader_waiting() {
                         // The application's task may be about to receive
                         // again: let it run first, and it writes the queue
@@ -273,4 +271,27 @@ pub(crate) fn spawn_background(
             }
         }
     });
+}
+
+/// The background task's write events: the deferred output written
+/// (`flushing`: a poll of its own, not a wait inside an event, so that a
+/// peer that does not read does not stop the timers), or a send's
+/// notification that there is output to write.
+fn poll_flush(
+    cx: &mut Context<'_>,
+    shared: &Weak<Shared>,
+    flushing: bool,
+    flush: &FlushSignal,
+) -> Poll<Event> {
+    if flushing {
+        let written = match shared.upgrade() {
+            Some(strong) => strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
+                core.poll_write_deferred(io_cx)
+            }),
+            None => Poll::Ready(()),
+        };
+        written.map(|()| Event::Written)
+    } else {
+        flush.poll(cx).map(|()| Event::Notified)
+    }
 }

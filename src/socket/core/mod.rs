@@ -36,8 +36,8 @@ mod write;
 
 use keep_alive::Liveness;
 pub(crate) use keep_alive::spawn_background;
-pub(crate) use wakers::Party;
 use wakers::Wakers;
+pub(crate) use wakers::{FlushSignal, Party};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use super::message::{Message, WebSocketState};
 use super::pipeline::PipelineMarks;
@@ -122,7 +122,7 @@ pub(crate) struct Core {
     deferred: bool,
     /// Wakes the socket's background task to write deferred output if the
     /// application does not read again soon.
-    flush_notify: Arc<Notify>,
+    flush_notify: Arc<FlushSignal>,
 
     // ----- keep-alive -----
     /// Counts successful reads, so the keep-alive timer can tell whether
@@ -151,7 +151,7 @@ pub(crate) struct Core {
 }
 
 pub(crate) struct CoreConfig {
-    pub(crate) flush_notify: Arc<Notify>,
+    pub(crate) flush_notify: Arc<FlushSignal>,
     pub(crate) limits: Limits,
     pub(crate) receive_buffer_size: usize,
     pub(crate) close_timeout: Duration,
@@ -328,7 +328,7 @@ impl Shared {
                 core.linger();
             } else {
                 core.deferred = true;
-                core.flush_notify.notify_one();
+                core.flush_notify.notify();
             }
         }
         let timeout = core.close_timeout;
@@ -478,6 +478,8 @@ impl Core {
     fn note_state(&mut self) {
         if self.state().is_finished() && !*self.finished.borrow() {
             self.finished.send_replace(true);
+            // The background task ends when it sees the socket finished.
+            self.flush_notify.notify();
             self.count_end();
         }
     }

@@ -3,10 +3,46 @@
 //! timer's) wakeup, and a wake reaches only the parties that registered.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Wake, Waker};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
+
+/// A send's request that the socket's background task write the queued
+/// output: a flag and the task's waker. Cheaper than a `Notify` (which
+/// locks its list of waiters on every wake), and a request made while one
+/// is pending wakes no one: a broadcaster's messages to a socket cost one
+/// wake-up per batch the task writes, not one per message.
+#[derive(Debug, Default)]
+pub(crate) struct FlushSignal {
+    requested: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl FlushSignal {
+    /// Asks the task to write; wakes it unless a request is pending.
+    #[inline]
+    pub(crate) fn notify(&self) {
+        if !self.requested.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
+    }
+
+    /// Ready once a write was asked for since the last time it was.
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.requested.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A request between the check and the registration found no
+        // waker to wake: look again.
+        if self.requested.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
 
 /// Who is polling, so the proxy waker can wake them all.
 #[derive(Clone, Copy, Debug)]
@@ -140,7 +176,7 @@ mod tests {
             Transport::new(io),
             &[],
             CoreConfig {
-                flush_notify: Arc::new(tokio::sync::Notify::new()),
+                flush_notify: Arc::default(),
                 limits: config.limits,
                 receive_buffer_size: config.receive_buffer_size,
                 close_timeout: config.close_timeout,

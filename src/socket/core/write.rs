@@ -11,7 +11,7 @@ use tokio::io::AsyncWrite;
 
 use super::*;
 use crate::error::Error;
-use crate::protocol::{MAX_SLICES, Queued, SendRejected, SharedFrames, header_len};
+use crate::protocol::{MAX_SLICES, Output, Queued, SendRejected, SharedFrames, header_len};
 use crate::socket::message::{MessageType, WebSocketState};
 
 /// Payloads up to this size are copied behind their header and written
@@ -36,9 +36,7 @@ impl Core {
                 Pin::new(&mut *io).poll_write(cx, out.contiguous())
             } else {
                 // Shared frames of prepared messages: one vectored write.
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let n = out.slices(&mut slices, &[]);
-                Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
+                poll_write_vectored(io, cx, out, &[])
             };
             match result {
                 Poll::Ready(Ok(0)) => {
@@ -120,9 +118,7 @@ impl Core {
                         let result = if out.is_empty() {
                             Pin::new(&mut *io).poll_write(cx, rest)
                         } else {
-                            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                            let n = out.slices(&mut slices, rest);
-                            Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
+                            poll_write_vectored(io, cx, out, rest)
                         };
                         match ready!(result) {
                             Ok(0) => {
@@ -270,7 +266,7 @@ impl Core {
     /// Leaves the queued output to the next read or the background task.
     fn defer_write(&mut self) {
         self.deferred = true;
-        self.flush_notify.notify_one();
+        self.flush_notify.notify();
     }
 
     /// Whether `len` more bytes fit in the send queue: the queue is empty
@@ -460,5 +456,35 @@ impl Core {
             self.linger();
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+/// One vectored write of `out`'s pieces, then `extra`: at most
+/// [`MAX_SLICES`] of them, in a slice array no larger than needed (a
+/// broadcast writes a few frames at a time, and setting up 64 slices for
+/// each would cost more than queuing them).
+fn poll_write_vectored(
+    io: &mut Transport,
+    cx: &mut Context<'_>,
+    out: &Output,
+    extra: &[u8],
+) -> Poll<io::Result<usize>> {
+    fn write<const N: usize>(
+        io: &mut Transport,
+        cx: &mut Context<'_>,
+        out: &Output,
+        extra: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut slices = [IoSlice::new(&[]); N];
+        let n = out.slices(&mut slices, extra);
+        Pin::new(io).poll_write_vectored(cx, &slices[..n])
+    }
+    // The chunks, the owned frames after them, and `extra`.
+    if out.chunks() + 2 <= 4 {
+        write::<4>(io, cx, out, extra)
+    } else if out.chunks() + 2 <= 16 {
+        write::<16>(io, cx, out, extra)
+    } else {
+        write::<MAX_SLICES>(io, cx, out, extra)
     }
 }
