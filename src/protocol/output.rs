@@ -132,12 +132,15 @@ impl Output {
     /// if there is room; returns how many slices it filled.
     pub(crate) fn slices<'a>(&'a self, slices: &mut [IoSlice<'a>], extra: &'a [u8]) -> usize {
         let mut n = 0;
-        let pieces = self
-            .chunks
-            .iter()
-            .map(Chunk::bytes)
-            .chain([&self.tail[..], extra]);
-        for piece in pieces {
+        for chunk in &self.chunks {
+            if n == slices.len() {
+                return n;
+            }
+            // A queued chunk is never empty: written ones are popped.
+            slices[n] = IoSlice::new(chunk.bytes());
+            n += 1;
+        }
+        for piece in [&self.tail[..], extra] {
             if n == slices.len() {
                 break;
             }

@@ -20,8 +20,10 @@ use crate::socket::message::WebSocketState;
 enum Event {
     /// A send left output for this task to write, or the socket finished.
     Notified,
-    /// The deferred output is written (or nothing is left to write).
-    Written,
+    /// The deferred output is written (or nothing is left to write);
+    /// after our Close, the close timeout and whether this task reads the
+    /// peer's answer.
+    Written(Option<(Duration, bool)>),
     /// The read after our Close saw the socket finish, or a receive is
     /// pending again.
     ClosingReadDone,
@@ -136,24 +138,18 @@ pub(crate) fn spawn_background(
         return;
     };
     runtime.spawn(async move {
-        let mut ticker = interval.map(|interval| {
-            let start = Instant::now() + interval;
-            let mut ticker = tokio::time::interval_at(start, interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker
-        });
-        // The futures live across events: one made per wake-up would cost
+        // The timers live across events (one made per wake-up would cost
         // more than the write it wakes for, and a broadcast wakes this task
-        // once per batch of messages.
-        let check_sleep = tokio::time::sleep_until(Instant::now());
-        let close_sleep = tokio::time::sleep_until(Instant::now());
-        tokio::pin!(check_sleep, close_sleep);
-        let mut check_at: Option<Instant> = None;
+        // once per batch of messages), and each is polled only when armed
+        // and elapsed, or not yet registered: the task's waker stays
+        // registered with a timer until it fires.
+        let mut ticker = interval.map(|interval| (interval, Timer::at(Instant::now() + interval)));
+        let mut check: Option<Timer> = None;
+        let mut close: Option<Timer> = None;
         // Deferred output is being written (the peer's window was full).
         let mut flushing = false;
         // After our Close: the deadline for the peer's, and whether this
         // task reads it.
-        let mut close_deadline: Option<Instant> = None;
         let mut closing_read = false;
         // Flush events in a row: after a run of them the deadlines are
         // looked at first, so a busy stream of writes cannot hold back the
@@ -168,14 +164,18 @@ pub(crate) fn spawn_background(
                 {
                     return Poll::Ready(event);
                 }
-                if close_deadline.is_some() && close_sleep.as_mut().poll(cx).is_ready() {
+                if let Some(close) = close.as_mut()
+                    && close.poll(cx).is_ready()
+                {
                     return Poll::Ready(Event::CloseTimeout);
                 }
-                if check_at.is_some() && check_sleep.as_mut().poll(cx).is_ready() {
+                if let Some(check) = check.as_mut()
+                    && check.poll(cx).is_ready()
+                {
                     return Poll::Ready(Event::Check);
                 }
-                if let Some(ticker) = ticker.as_mut()
-                    && ticker.poll_tick(cx).is_ready()
+                if let Some((_, ticker)) = ticker.as_mut()
+                    && ticker.poll(cx).is_ready()
                 {
                     return Poll::Ready(Event::Tick);
                 }
@@ -195,7 +195,7 @@ pub(crate) fn spawn_background(
             })
             .await;
             streak = match event {
-                Event::Notified | Event::Written => streak.saturating_add(1),
+                Event::Notified | Event::Written(_) => streak.saturating_add(1),
                 _ => 0,
             };
             if deadlines_first {
@@ -220,14 +220,10 @@ pub(crate) fn spawn_background(
                     }
                     flushing = true;
                 }
-                Event::Written => {
+                Event::Written(closing) => {
                     flushing = false;
-                    if let Some((timeout, read)) = strong.closing() {
-                        if close_deadline.is_none() {
-                            let deadline = Instant::now() + timeout;
-                            close_deadline = Some(deadline);
-                            close_sleep.as_mut().reset(deadline);
-                        }
+                    if let Some((timeout, read)) = closing {
+                        close.get_or_insert_with(|| Timer::at(Instant::now() + timeout));
                         closing_read = read;
                     }
                 }
@@ -242,10 +238,15 @@ pub(crate) fn spawn_background(
                 // oldest ping it has not judged yet, so a timeout longer
                 // than the interval does not space out the pings.
                 Event::Tick => {
-                    let check = check_at.is_none();
+                    if let Some((interval, ticker)) = ticker.as_mut() {
+                        // A tick missed while the task was busy is not
+                        // made up for: the next one is an interval away.
+                        ticker.reset(Instant::now() + *interval);
+                    }
+                    let first = check.is_none();
                     let open = poll_fn(|cx| {
                         strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
-                            core.poll_keep_alive(io_cx, check)
+                            core.poll_keep_alive(io_cx, first)
                         })
                     })
                     .await;
@@ -253,17 +254,15 @@ pub(crate) fn spawn_background(
                         // Closing or finished: no more pings (the close
                         // has its own deadline).
                         ticker = None;
-                        check_at = None;
+                        check = None;
                         continue;
                     }
-                    if check && let Some(timeout) = timeout {
-                        let at = Instant::now() + timeout;
-                        check_at = Some(at);
-                        check_sleep.as_mut().reset(at);
+                    if first && let Some(timeout) = timeout {
+                        check = Some(Timer::at(Instant::now() + timeout));
                     }
                 }
                 Event::Check => {
-                    check_at = None;
+                    check = None;
                     if strong.check_keep_alive() == Liveness::Dead {
                         return;
                     }
@@ -284,14 +283,42 @@ fn poll_flush(
     flush: &FlushSignal,
 ) -> Poll<Event> {
     if flushing {
-        let written = match shared.upgrade() {
-            Some(strong) => strong.poll_with(cx, Party::KeepAlive, |core, io_cx| {
-                core.poll_write_deferred(io_cx)
-            }),
-            None => Poll::Ready(()),
-        };
-        written.map(|()| Event::Written)
+        match shared.upgrade() {
+            Some(strong) => strong.poll_write_deferred(cx).map(Event::Written),
+            None => Poll::Ready(Event::Written(None)),
+        }
     } else {
         flush.poll(cx).map(|()| Event::Notified)
+    }
+}
+
+/// One of the background task's deadlines: a `Sleep` polled only when it
+/// has elapsed or its waker is not registered yet (a poll that finds it
+/// pending costs more than the check).
+struct Timer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    registered: bool,
+}
+
+impl Timer {
+    fn at(deadline: Instant) -> Timer {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            registered: false,
+        }
+    }
+
+    fn reset(&mut self, deadline: Instant) {
+        self.sleep.as_mut().reset(deadline);
+        self.registered = false;
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.registered && !self.sleep.is_elapsed() {
+            return Poll::Pending;
+        }
+        let poll = self.sleep.as_mut().poll(cx);
+        self.registered = poll.is_pending();
+        poll
     }
 }

@@ -41,7 +41,7 @@ pub(crate) use wakers::{FlushSignal, Party};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -350,16 +350,22 @@ impl Shared {
         self.reader_waiting.store(false, Ordering::Relaxed);
     }
 
-    /// After our Close (state `CloseSent`): the close timeout, and whether
-    /// the background task should read the peer's answer itself (no
-    /// receive is pending to see it). `None` in any other state.
-    pub(crate) fn closing(&self) -> Option<(Duration, bool)> {
-        let core = self.lock();
-        (core.state() == WebSocketState::CloseSent).then(|| {
-            (
-                core.close_timeout,
-                !self.reader_waiting.load(Ordering::Relaxed),
-            )
+    /// The background task's write of deferred output. Once done, after
+    /// our Close (state `CloseSent`): the close timeout, and whether the
+    /// background task should read the peer's answer itself (no receive
+    /// is pending to see it); `None` in any other state.
+    pub(crate) fn poll_write_deferred(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<(Duration, bool)>> {
+        self.poll_with(cx, Party::KeepAlive, |core, io_cx| {
+            ready!(core.poll_write_deferred(io_cx));
+            Poll::Ready((core.state() == WebSocketState::CloseSent).then(|| {
+                (
+                    core.close_timeout,
+                    !self.reader_waiting.load(Ordering::Relaxed),
+                )
+            }))
         })
     }
 
