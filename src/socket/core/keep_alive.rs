@@ -5,7 +5,7 @@
 
 use std::future::poll_fn;
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -160,7 +160,7 @@ pub(crate) fn spawn_background(
             let deadlines_first = streak >= 16;
             let event = poll_fn(|cx| {
                 if !deadlines_first
-                    && let Poll::Ready(event) = poll_flush(cx, &shared, flushing, &flush)
+                    && let Poll::Ready(event) = poll_flush(cx, &shared, &mut flushing, &flush)
                 {
                     return Poll::Ready(event);
                 }
@@ -189,7 +189,7 @@ pub(crate) fn spawn_background(
                     }
                 }
                 if deadlines_first {
-                    return poll_flush(cx, &shared, flushing, &flush);
+                    return poll_flush(cx, &shared, &mut flushing, &flush);
                 }
                 Poll::Pending
             })
@@ -222,6 +222,9 @@ pub(crate) fn spawn_background(
                 }
                 Event::Written(closing) => {
                     flushing = false;
+                    if *finished.borrow() {
+                        return;
+                    }
                     if let Some((timeout, read)) = closing {
                         close.get_or_insert_with(|| Timer::at(Instant::now() + timeout));
                         closing_read = read;
@@ -273,23 +276,29 @@ pub(crate) fn spawn_background(
 }
 
 /// The background task's write events: the deferred output written
-/// (`flushing`: a poll of its own, not a wait inside an event, so that a
-/// peer that does not read does not stop the timers), or a send's
-/// notification that there is output to write.
+/// (while `flushing`: a poll of its own, not a wait inside an event, so
+/// that a peer that does not read does not stop the timers), or a send's
+/// request to write. A request for a socket whose receive is waiting is
+/// written in the same poll (the receive would not write it, and this is
+/// a broadcaster's every message); any other request, and the socket's
+/// end, come back as [`Event::Notified`].
 fn poll_flush(
     cx: &mut Context<'_>,
     shared: &Weak<Shared>,
-    flushing: bool,
+    flushing: &mut bool,
     flush: &FlushSignal,
 ) -> Poll<Event> {
-    if flushing {
-        match shared.upgrade() {
-            Some(strong) => strong.poll_write_deferred(cx).map(Event::Written),
-            None => Poll::Ready(Event::Written(None)),
+    let Some(strong) = shared.upgrade() else {
+        return Poll::Ready(Event::Written(None));
+    };
+    if !*flushing {
+        ready!(flush.poll(cx));
+        if !strong.reader_waiting() || strong.is_finished() {
+            return Poll::Ready(Event::Notified);
         }
-    } else {
-        flush.poll(cx).map(|()| Event::Notified)
+        *flushing = true;
     }
+    strong.poll_write_deferred(cx).map(Event::Written)
 }
 
 /// One of the background task's deadlines: a `Sleep` polled only when it
