@@ -1360,14 +1360,9 @@ async fn run_broadcast(args: &Args) -> Report {
         }
         watch_run(&hub, Some(Instant::now() + args.warmup), || false).await?;
         if let (Some(file), Some(pid)) = (&args.strace, args.server_pid) {
+            // Counted from the moment strace says it is attached to the
+            // moment it is told to detach: the same window as the deliveries.
             strace = Some(Strace::attach(pid, file).await?);
-            // Let the server settle under the tracer.
-            watch_run(
-                &hub,
-                Some(Instant::now() + Duration::from_millis(200)),
-                || false,
-            )
-            .await?;
         }
         cpu = WindowCpu::start(args.server_pid);
         let start = Instant::now();
