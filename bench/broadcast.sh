@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/broadcast.sh — server CPU per delivered message when one message
-# goes to many sockets: the floor against every Rust peer.
+# goes to many sockets: tower-websockets and every Rust peer against the
+# floor.
 #
 # Builds the suite in release, then for each cell and each server in turn:
 # starts a fresh server pinned to CPU 0 (`taskset -c 0 ... --threads 1`)

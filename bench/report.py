@@ -661,7 +661,9 @@ def write_broadcast(raw_path, run_path, out):
         "subscriber; CPU µs/delivery is the server's utime+stime over the counted window divided "
         "by the deliveries in it. The floor (`src/bin/floor.rs`, no WebSocket library) encodes "
         "each message once and writes everything queued for a socket with one writev; every peer "
-        "does its library's ordinary send per delivery from a writer task per subscriber. "
+        "does its library's ordinary send per delivery from a writer task per subscriber; "
+        "tower-websockets queues one `PreparedMessage` per message on every subscriber's handle "
+        "(`try_send_prepared`). "
         "Text messages, checked by every subscriber (exactly once, in order per publisher, byte "
         "for byte). Lower is better.\n"
     )

@@ -23,10 +23,11 @@ declare -A SERVER_ARGS=(
 )
 
 # The servers whose binary also has the broadcast scenario's roles (/sub,
-# /pub), for broadcast.sh and smoke.sh. tower-websockets joins once its
-# bench server has them: uncomment the second line.
+# /pub), for broadcast.sh and smoke.sh. The second line adds
+# tower-websockets (its bench server has had the roles since 951ac88);
+# comment it out to leave it out.
 BROADCAST_SERVERS=(floor peer-fastwebsockets peer-tokio-websockets peer-tungstenite peer-axum)
-# BROADCAST_SERVERS=(floor tower-websockets "${BROADCAST_SERVERS[@]:1}")
+BROADCAST_SERVERS=(floor tower-websockets "${BROADCAST_SERVERS[@]:1}")
 
 # BASELINE=/path/to/binary, a bench/src/bin/tower-websockets (or, from a
 # commit before it existed, an examples/echo: same --addr --threads --mode
