@@ -153,29 +153,6 @@ record() {
         "$server" "$scenario" "$json" "$extra" >>"$RAW"
 }
 
-# Percentage of one CPU that the machine (everything on it) used over a
-# second; between runs none of it is ours.
-machine_busy_pct() {
-    python3 - <<'PY'
-import time
-def busy():
-    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-    return f[0] + f[1] + f[2] + f[5] + f[6]
-b = busy(); time.sleep(1); print(busy() - b)
-PY
-}
-
-# Waits (at most QUIET_WAIT seconds) until the machine is quiet.
-wait_for_quiet() {
-    local waited=0 busy
-    while [[ $waited -lt $QUIET_WAIT ]]; do
-        busy=$(machine_busy_pct)
-        [[ $busy -le $NOISE_LIMIT ]] && return 0
-        waited=$((waited + 1))
-    done
-    echo "   (machine still busy after ${QUIET_WAIT}s: running anyway)" >&2
-}
-
 busy=$(machine_busy_pct)
 if [[ $busy -gt $NOISE_LIMIT ]]; then
     echo "warning: other processes use $busy% of a CPU (load average $LOADAVG_AT_START);" \

@@ -8,7 +8,10 @@ socket). Python standard library only.
     python3 bench/report.py --raw bench/results/raw.jsonl --out bench/results
 
 With --engine FILE instead of --raw it turns the output of
-`cargo bench --bench engine` into results/engine.txt, a plain table.
+`cargo bench --bench engine` into results/engine.txt, a plain table; with
+--broadcast FILE, broadcast.sh's runs into broadcast.json and broadcast.md
+(server CPU µs per delivered message, ratios against the floor, sends per
+delivery from the strace runs).
 """
 
 import argparse
@@ -163,6 +166,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--raw")
     ap.add_argument("--engine", help="criterion output of benches/engine.rs")
+    ap.add_argument("--broadcast", help="broadcast.sh's raw runs (JSON lines)")
+    ap.add_argument("--run", help="broadcast.sh's run.json (what was measured)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--duration", default="")
     ap.add_argument("--warmup", default="")
@@ -170,8 +175,11 @@ def main():
     if args.engine:
         write_engine(args.engine, args.out)
         return
+    if args.broadcast:
+        write_broadcast(args.broadcast, args.run, args.out)
+        return
     if not args.raw:
-        ap.error("--raw or --engine is required")
+        ap.error("--raw, --engine or --broadcast is required")
 
     tries = {}
     with open(args.raw) as f:
@@ -180,35 +188,7 @@ def main():
             if line:
                 r = json.loads(line)
                 tries.setdefault(r["scenario"], {}).setdefault(r["server"], []).append(r)
-    # Of several tries in a round, keep a successful one that other
-    # processes disturbed least; of the rounds, the median one by the
-    # scenario's main figure, so every figure in a row comes from one real
-    # run. The spread of that figure over the rounds is kept beside it.
-    runs = {}
-    for scenario, servers in tries.items():
-        for server, attempts in servers.items():
-            rounds = {}
-            for r in attempts:
-                rounds.setdefault(r.get("round", 1), []).append(r)
-            per_round = []
-            for attempts_in_round in rounds.values():
-                best = min(
-                    attempts_in_round,
-                    key=lambda r: (not ok(r), r.get("other_cpu_pct") or 0.0),
-                )
-                best["tries"] = len(attempts_in_round)
-                per_round.append(best)
-            key = main_figure(scenario)
-            good = [r for r in per_round if figure(r, key) is not None]
-            if good:
-                good.sort(key=lambda r: r[key])
-                chosen = good[(len(good) - 1) // 2]
-                chosen["spread"] = [good[0][key], good[-1][key]]
-            else:
-                chosen = per_round[0]
-            chosen["rounds"] = len(per_round)
-            chosen["rounds_ok"] = len(good)
-            runs.setdefault(scenario, {})[server] = chosen
+    runs = choose_runs(tries, main_figure)
 
     # Syscalls per message from the strace runs.
     for server, r in runs.get("c-strace", {}).items():
@@ -253,6 +233,42 @@ def main():
 
     write_markdown(args.out, meta, runs)
     write_chart(args.out, meta, runs)
+
+
+def choose_runs(tries, main_figure):
+    """{scenario: {server: run}} from every try of every round.
+
+    Of several tries in a round, keep a successful one that other processes
+    disturbed least; of the rounds, the median one by the scenario's main
+    figure (`main_figure(scenario)` names it), so every figure in a row
+    comes from one real run. The spread of that figure over the rounds is
+    kept beside it."""
+    runs = {}
+    for scenario, servers in tries.items():
+        for server, attempts in servers.items():
+            rounds = {}
+            for r in attempts:
+                rounds.setdefault(r.get("round", 1), []).append(r)
+            per_round = []
+            for attempts_in_round in rounds.values():
+                best = min(
+                    attempts_in_round,
+                    key=lambda r: (not ok(r), r.get("other_cpu_pct") or 0.0),
+                )
+                best["tries"] = len(attempts_in_round)
+                per_round.append(best)
+            key = main_figure(scenario)
+            good = [r for r in per_round if figure(r, key) is not None]
+            if good:
+                good.sort(key=lambda r: r[key])
+                chosen = good[(len(good) - 1) // 2]
+                chosen["spread"] = [good[0][key], good[-1][key]]
+            else:
+                chosen = per_round[0]
+            chosen["rounds"] = len(per_round)
+            chosen["rounds_ok"] = len(good)
+            runs.setdefault(scenario, {})[server] = chosen
+    return runs
 
 
 def targets(runs):
@@ -566,6 +582,153 @@ def write_chart(out, meta, runs):
     s.append("</svg>")
     with open(os.path.join(out, "chart.svg"), "w") as f:
         f.write("\n".join(s) + "\n")
+
+
+# broadcast.sh's cells, in report order: (publishers, in flight, bytes).
+BROADCAST_CELLS = {
+    "one-64": "1 publisher, 1 in flight, 64 B",
+    "one-1k": "1 publisher, 1 in flight, 1 KiB",
+    "ten-64": "10 publishers × 16 in flight, 64 B",
+    "ten-1k": "10 publishers × 16 in flight, 1 KiB",
+}
+BROADCAST_FIGURE = "server_cpu_us_per_delivery"
+
+
+def sends(run):
+    """Sends (write, writev, sendto, sendmsg) per delivery of a strace run:
+    loadgen attached strace -c to the server for the counted window only."""
+    total, rows = parse_strace(run.get("strace_file") or "")
+    run["sends"] = total
+    run["sends_top"] = rows[:4]
+    deliveries = run.get("deliveries") or 0
+    run["sends_per_delivery"] = total / deliveries if ok(run) and total and deliveries else None
+    return run["sends_per_delivery"]
+
+
+def write_broadcast(raw_path, run_path, out):
+    """broadcast.sh's runs → broadcast.json (every try) and broadcast.md."""
+    tries = {}
+    with open(raw_path) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                tries.setdefault(r["scenario"], {}).setdefault(r["server"], []).append(r)
+    runs = choose_runs(tries, lambda cell: BROADCAST_FIGURE)
+    for cell, servers in runs.items():
+        if cell.endswith("-strace"):
+            for r in servers.values():
+                sends(r)
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "rustc": sh("rustc", "--version"),
+        "pinning": "server on CPU 0 with --threads 1, loadgen on CPU 1",
+    }
+    if run_path and os.path.exists(run_path):
+        with open(run_path) as f:
+            run = json.load(f)
+        meta.update({k: v for k, v in run.items() if k != "started"})
+        meta["date"] = run.get("started", meta["date"])
+    with open(os.path.join(out, "broadcast.json"), "w") as f:
+        json.dump(
+            {"meta": meta, "cells": BROADCAST_CELLS, "runs": runs, "all_tries": tries},
+            f,
+            indent=1,
+            sort_keys=True,
+        )
+        f.write("\n")
+
+    cells = [c for c in BROADCAST_CELLS if c in runs]
+    servers = ordered({s for c in cells for s in runs[c]})
+    subscribers = sorted({r.get("subscribers") for c in cells for r in runs[c].values()} - {None})
+    md = ["# Broadcast: server CPU per delivered message\n"]
+    md.append(
+        f"{meta['date']} · {meta['cpu']}, {meta['cpus']} CPUs · Linux {meta['kernel']} · "
+        f"{meta['rustc']} · commit {meta.get('commit', '?')}"
+        f"{' (dirty)' if meta.get('dirty') else ''} · load average before the run "
+        f"{' '.join(meta.get('loadavg_at_start') or ['?'])}\n"
+    )
+    md.append(
+        f"`bash bench/broadcast.sh`: {', '.join(f'{n:,}' for n in subscribers) or '?'} "
+        "subscribers on `/sub`, then the publishers on `/pub`; every message goes to every "
+        "subscriber, and a publisher sends message k + W only once message k has reached all of "
+        f"them (loadgen `--mode broadcast`). Each server alone, {meta['pinning']}; a fresh server "
+        f"per run; {meta.get('duration_s', '?')} s counted after {meta.get('warmup_s', '?')} s "
+        f"warm-up; {meta.get('rounds', '?')} rounds, the servers taking turns, each figure from "
+        "the server's median round by CPU µs/delivery. A delivery is one message received by one "
+        "subscriber; CPU µs/delivery is the server's utime+stime over the counted window divided "
+        "by the deliveries in it. The floor (`src/bin/floor.rs`, no WebSocket library) encodes "
+        "each message once and writes everything queued for a socket with one writev; every peer "
+        "does its library's ordinary send per delivery from a writer task per subscriber; "
+        "tower-websockets queues one `PreparedMessage` per message on every subscriber's handle "
+        "(`try_send_prepared`). "
+        "Text messages, checked by every subscriber (exactly once, in order per publisher, byte "
+        "for byte). Lower is better.\n"
+    )
+    md.append("## Server CPU µs per delivery (× floor)\n")
+    md.append("| server | " + " | ".join(BROADCAST_CELLS[c] for c in cells) + " |")
+    md.append("| --- |" + " ---: |" * len(cells))
+    for name in servers:
+        row = []
+        for c in cells:
+            r = runs[c].get(name)
+            cpu = figure(r, BROADCAST_FIGURE) if r else None
+            floor = figure(runs[c].get("floor") or {}, BROADCAST_FIGURE)
+            row.append(
+                "failed" if r is not None and cpu is None
+                else f"{fmt(cpu, 3)} ({fmt_ratio(ratio(cpu, floor))})"
+            )
+        md.append(f"| {name} | " + " | ".join(row) + " |")
+    md.append("")
+
+    strace_cells = [c for c in cells if f"{c}-strace" in runs]
+    if strace_cells:
+        md.append("## Sends per delivery (× floor)\n")
+        md.append(
+            "A separate, shorter run per server and cell with `strace -f -c -e "
+            "trace=write,writev,sendto,sendmsg` attached to the server by loadgen (`--strace`) "
+            "for the counted window only, so the handshakes and closes are not in it; strace "
+            "slows the server, so only the counts of that run are kept. Sends per delivery: the "
+            "calls strace counted ÷ the deliveries counted in the same window.\n"
+        )
+        md.append("| server | " + " | ".join(BROADCAST_CELLS[c] for c in strace_cells) + " |")
+        md.append("| --- |" + " ---: |" * len(strace_cells))
+        for name in servers:
+            row = []
+            for c in strace_cells:
+                r = runs[f"{c}-strace"].get(name)
+                per = r.get("sends_per_delivery") if r else None
+                floor = (runs[f"{c}-strace"].get("floor") or {}).get("sends_per_delivery")
+                row.append(f"{fmt(per, 3)} ({fmt_ratio(ratio(per, floor))})")
+            md.append(f"| {name} | " + " | ".join(row) + " |")
+        md.append("")
+
+    for c in cells:
+        md.append(f"## {BROADCAST_CELLS[c]}\n")
+        md.append(
+            "| server | deliveries/s | messages/s | publish → last subscriber p50 µs | p99 µs | "
+            "CPU µs/delivery | user + kernel | rounds: low–high | × floor | other load | errors |"
+        )
+        md.append("| --- |" + " ---: |" * 10)
+        floor = figure(runs[c].get("floor") or {}, BROADCAST_FIGURE)
+        for name in ordered(runs[c]):
+            r = runs[c][name]
+            cpu = figure(r, BROADCAST_FIGURE)
+            user = figure(r, "server_user_us_per_delivery")
+            kernel = figure(r, "server_sys_us_per_delivery")
+            md.append(
+                f"| {name} | {fmt(figure(r, 'deliveries_per_s'))} | "
+                f"{fmt(figure(r, 'published_per_s'))} | {fmt(figure(r, 'p50_us'), 1)} | "
+                f"{fmt(figure(r, 'p99_us'), 1)} | {fmt(cpu, 3)} | "
+                f"{'–' if user is None or kernel is None else f'{user:.3f} + {kernel:.3f}'} | "
+                f"{spread(r)} | {fmt_ratio(ratio(cpu, floor))} | {noise(r)} | "
+                f"{'failed' if r.get('failed') else r.get('errors', '–')} |"
+            )
+        md.append("")
+    with open(os.path.join(out, "broadcast.md"), "w") as f:
+        f.write("\n".join(md))
 
 
 def write_engine(raw_path, out):

@@ -1,5 +1,6 @@
 # bench/servers.sh — the echo servers of the suite and the helpers that
-# start them, sourced by compare.sh and smoke.sh (which set BIN first).
+# start them, sourced by compare.sh, broadcast.sh and smoke.sh (which set
+# BIN first).
 
 # Every server, in report order.
 ALL_SERVERS=(floor tower-websockets tower-websockets-aspnet peer-fastwebsockets peer-tokio-websockets peer-tungstenite peer-axum)
@@ -20,6 +21,13 @@ declare -A SERVER_ARGS=(
     [tower-websockets]="--mode message"
     [tower-websockets-aspnet]="--mode aspnet"
 )
+
+# The servers whose binary also has the broadcast scenario's roles (/sub,
+# /pub), for broadcast.sh and smoke.sh. The second line adds
+# tower-websockets (its bench server has had the roles since 951ac88);
+# comment it out to leave it out.
+BROADCAST_SERVERS=(floor peer-fastwebsockets peer-tokio-websockets peer-tungstenite peer-axum)
+BROADCAST_SERVERS=(floor tower-websockets "${BROADCAST_SERVERS[@]:1}")
 
 # BASELINE=/path/to/binary, a bench/src/bin/tower-websockets (or, from a
 # commit before it existed, an examples/echo: same --addr --threads --mode
@@ -48,4 +56,28 @@ wait_for_port() {
         sleep 0.1
     done
     return 1
+}
+
+# Percentage of one CPU that the machine (everything on it) used over a
+# second; between runs none of it is ours.
+machine_busy_pct() {
+    python3 - <<'PY'
+import time
+def busy():
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return f[0] + f[1] + f[2] + f[5] + f[6]
+b = busy(); time.sleep(1); print(busy() - b)
+PY
+}
+
+# Waits (at most QUIET_WAIT seconds) until the machine is quiet, that is
+# until it uses at most NOISE_LIMIT % of one CPU.
+wait_for_quiet() {
+    local waited=0 busy
+    while [[ $waited -lt $QUIET_WAIT ]]; do
+        busy=$(machine_busy_pct)
+        [[ $busy -le $NOISE_LIMIT ]] && return 0
+        waited=$((waited + 1))
+    done
+    echo "   (machine still busy after ${QUIET_WAIT}s: running anyway)" >&2
 }

@@ -6,7 +6,11 @@
 # free 127.0.0.1 port, run loadgen for about a second in echo mode with a
 # couple of connections — binary, --text (multi-byte UTF-8), pipeline 4,
 # and 1 MiB messages — plus a few idle sockets, and fail if any echo
-# mismatches or any connection errors. No figure is asserted.
+# mismatches or any connection errors. Every server with a broadcast role
+# (BROADCAST_SERVERS in servers.sh) also runs loadgen --mode broadcast with
+# 50 subscribers, one publisher and then three with 4 in flight, and fails
+# on any lost, repeated, reordered or corrupt delivery. No figure is
+# asserted.
 #
 #   bash bench/smoke.sh            # from the repository root or anywhere
 #   SMOKE_SECS=0.5 bash bench/smoke.sh
@@ -74,6 +78,39 @@ for name in "${SERVERS[@]}"; do
             passed=$((passed + 1))
         else
             echo "FAIL $name: $run" >&2
+            cat "$LOG_DIR/loadgen.err" >&2
+            failures=$((failures + 1))
+        fi
+    done
+    stop_server
+done
+
+# The broadcast scenario: every delivery is checked by every subscriber.
+BROADCAST_RUNS=(
+    "--subscribers 50 --size 64 --text"
+    "--subscribers 50 --publishers 3 --in-flight 4 --size 1000"
+)
+for name in "${BROADCAST_SERVERS[@]}"; do
+    port=$(free_port)
+    log="$LOG_DIR/$name.log"
+    # shellcheck disable=SC2086 # server arguments are meant to split
+    "${SERVER_BIN[$name]}" --addr "127.0.0.1:$port" --threads 2 ${SERVER_ARGS[$name]:-} >"$log" 2>&1 &
+    server_pid=$!
+    if ! wait_for_port "$port"; then
+        echo "FAIL $name: server did not start; its log:" >&2
+        cat "$log" >&2
+        stop_server
+        failures=$((failures + 1))
+        continue
+    fi
+    for run in "${BROADCAST_RUNS[@]}"; do
+        # shellcheck disable=SC2086 # the run's arguments are meant to split
+        if timeout 60 "$BIN/loadgen" --mode broadcast --addr "127.0.0.1:$port" --label "$name" \
+            $run --duration "$SECS" --warmup 0.1 >/dev/null 2>"$LOG_DIR/loadgen.err"; then
+            echo "ok   $name: broadcast $run"
+            passed=$((passed + 1))
+        else
+            echo "FAIL $name: broadcast $run" >&2
             cat "$LOG_DIR/loadgen.err" >&2
             failures=$((failures + 1))
         fi

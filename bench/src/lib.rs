@@ -2,9 +2,19 @@
 //! server takes (`--addr HOST:PORT --threads N`, plus a server's own flags)
 //! and the hand-built tokio runtime it runs on, so that all servers are
 //! started and sized the same way and differ only in their WebSocket code.
+//!
+//! For the broadcast scenario, also what is not WebSocket code: which role
+//! a request path asks for ([`Role`]) and the one room of subscribers
+//! ([`Room`]), a registry of each subscriber's unbounded channel. What goes
+//! through a channel, and how a subscriber's writer sends it, is each
+//! server's own.
 
 use std::future::Future;
 use std::process::ExitCode;
+use std::sync::{Mutex, PoisonError};
+
+use slab::Slab;
+use tokio::sync::mpsc::UnboundedSender;
 
 /// What every bench server takes on its command line.
 #[derive(Debug, Clone)]
@@ -125,4 +135,74 @@ pub async fn bind(name: &str, addr: &str) -> std::io::Result<tokio::net::TcpList
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("{name} listening on {}", listener.local_addr()?);
     Ok(listener)
+}
+
+/// What a WebSocket does, chosen by its request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `/sub`: joins the room and receives every message published; sends
+    /// nothing.
+    Subscriber,
+    /// `/pub`: every text or binary message it sends goes to every current
+    /// subscriber (not back to it).
+    Publisher,
+    /// Any other path (loadgen's echo mode asks for `/ws`): the echo.
+    Echo,
+}
+
+impl Role {
+    /// The role of a request for `path` (the path alone, no query).
+    pub fn from_path(path: &[u8]) -> Self {
+        match path {
+            b"/sub" => Role::Subscriber,
+            b"/pub" => Role::Publisher,
+            _ => Role::Echo,
+        }
+    }
+}
+
+/// The broadcast scenario's one room: every current subscriber's sender.
+///
+/// A subscriber [`join`](Self::join)s with the sending end of its own
+/// unbounded channel and [`leave`](Self::leave)s when its socket ends; a
+/// publisher [`publish`](Self::publish)es each message by sending a clone
+/// of it into every channel, under the room's lock. `T` is what the server
+/// sends per delivery (a library's message type, or the floor's one
+/// encoded frame), so the clone is a reference count, not a copy.
+#[derive(Debug)]
+pub struct Room<T> {
+    members: Mutex<Slab<UnboundedSender<T>>>,
+}
+
+impl<T> Default for Room<T> {
+    fn default() -> Self {
+        Room {
+            members: Mutex::new(Slab::new()),
+        }
+    }
+}
+
+impl<T: Clone> Room<T> {
+    /// Adds a subscriber; returns its id for [`leave`](Self::leave).
+    pub fn join(&self, sender: UnboundedSender<T>) -> usize {
+        self.lock().insert(sender)
+    }
+
+    /// Removes the subscriber `id` (no-op if it already left).
+    pub fn leave(&self, id: usize) {
+        self.lock().try_remove(id);
+    }
+
+    /// Sends a clone of `message` to every subscriber. One whose writer has
+    /// already ended is skipped; it leaves when its reader sees the end.
+    pub fn publish(&self, message: &T) {
+        for (_, sender) in self.lock().iter() {
+            let _ = sender.send(message.clone());
+        }
+    }
+
+    /// The registry; a panic elsewhere while it was held leaves it usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slab<UnboundedSender<T>>> {
+        self.members.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }

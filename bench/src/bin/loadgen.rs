@@ -17,11 +17,30 @@
 //!   what is in flight and closes every socket with a close handshake.
 //! - `idle`: open `--idle-count` upgraded sockets, say on stderr when all
 //!   are open, hold them for `--idle-hold` seconds, close them cleanly.
+//! - `broadcast`: open `--subscribers` N sockets on `/sub`, then
+//!   `--publishers` P on `/pub`. Publisher p sends messages 0, 1, 2, …
+//!   whose payload starts with a tag (p and the sequence number in ASCII
+//!   hex, so `--text` stays UTF-8) followed by the filler of the echo mode;
+//!   it keeps `--in-flight` W of them in flight, sending message k + W only
+//!   once message k has reached all N subscribers (receipts are counted per
+//!   (publisher, k mod W) slot). Every subscriber checks that every
+//!   message arrives exactly once, in order per publisher, with the filler
+//!   intact; anything else is a hard error. Before the sequence starts, a
+//!   probe message is published until every subscriber has received one,
+//!   since a server may put a subscriber in its room only after the 101 has
+//!   gone out. Deliveries (message × subscriber receipts) are counted in
+//!   the window after `--warmup`, with the publish-to-last-subscriber
+//!   latency of each message completed in it. Then the publishers stop,
+//!   wait for what is in flight, and every socket is closed cleanly. With
+//!   `--strace FILE`, `strace -c -f` is attached to the server for the
+//!   counted window alone (its write, writev, sendto and sendmsg calls, in
+//!   FILE), so that sends per delivery leave out the handshakes and closes.
 //!
 //! With `--server-pid PID` it also reads the server's CPU time
 //! (utime + stime in `/proc/PID/stat`) at the exact start and end of the
 //! counted window, and its `VmRSS` before opening and after opening the idle
-//! sockets, and reports CPU µs per echoed message and KiB per idle socket.
+//! sockets, and reports CPU µs per echoed message (per delivery in the
+//! broadcast mode) and KiB per idle socket.
 //!
 //! Output: one JSON object on stdout, one human line on stderr; exit status
 //! 1 if anything went wrong (a mismatch, a connection error, a stall).
@@ -30,6 +49,8 @@
 //! loadgen --addr 127.0.0.1:9001 --connections 64 --size 16 --pipeline 16 \
 //!         --duration 5 --warmup 1 [--text] [--server-pid PID]
 //! loadgen --addr 127.0.0.1:9001 --mode idle --idle-count 10000 --idle-hold 3
+//! loadgen --addr 127.0.0.1:9001 --mode broadcast --subscribers 1000 \
+//!         --publishers 10 --in-flight 16 --size 64 --text [--strace FILE]
 //! ```
 
 use std::cell::{Cell, RefCell};
@@ -47,10 +68,11 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::TcpStream;
 
 const USAGE: &str = "\
-usage: loadgen [--addr HOST:PORT] [--path /ws] [--mode echo|idle]
+usage: loadgen [--addr HOST:PORT] [--path /ws] [--mode echo|idle|broadcast]
                [--connections C] [--size BYTES] [--pipeline P] [--text]
                [--duration SECS] [--warmup SECS]
                [--idle-count N] [--idle-hold SECS]
+               [--subscribers N] [--publishers P] [--in-flight W] [--strace FILE]
                [--server-pid PID] [--label NAME]";
 
 /// A connection that makes no progress for this long has failed.
@@ -71,6 +93,7 @@ const MAX_ERRORS_SHOWN: usize = 5;
 enum Mode {
     Echo,
     Idle,
+    Broadcast,
 }
 
 #[derive(Clone, Debug)]
@@ -86,6 +109,11 @@ struct Args {
     warmup: Duration,
     idle_count: usize,
     idle_hold: Duration,
+    subscribers: usize,
+    publishers: usize,
+    in_flight: usize,
+    /// Where `strace -c` writes its summary of the broadcast window.
+    strace: Option<String>,
     server_pid: Option<u32>,
     label: String,
 }
@@ -104,6 +132,10 @@ impl Args {
             warmup: Duration::from_secs(1),
             idle_count: 1000,
             idle_hold: Duration::from_secs(2),
+            subscribers: 1000,
+            publishers: 1,
+            in_flight: 1,
+            strace: None,
             server_pid: None,
             label: String::new(),
         };
@@ -127,7 +159,12 @@ impl Args {
                     args.mode = match value(&mut it, flag)?.as_str() {
                         "echo" => Mode::Echo,
                         "idle" => Mode::Idle,
-                        other => return Err(format!("--mode is echo or idle, not {other:?}")),
+                        "broadcast" => Mode::Broadcast,
+                        other => {
+                            return Err(format!(
+                                "--mode is echo, idle or broadcast, not {other:?}"
+                            ));
+                        }
                     }
                 }
                 "--connections" => args.connections = number(&value(&mut it, flag)?, flag)?,
@@ -138,6 +175,10 @@ impl Args {
                 "--warmup" => args.warmup = seconds(&value(&mut it, flag)?, flag)?,
                 "--idle-count" => args.idle_count = number(&value(&mut it, flag)?, flag)?,
                 "--idle-hold" => args.idle_hold = seconds(&value(&mut it, flag)?, flag)?,
+                "--subscribers" => args.subscribers = number(&value(&mut it, flag)?, flag)?,
+                "--publishers" => args.publishers = number(&value(&mut it, flag)?, flag)?,
+                "--in-flight" => args.in_flight = number(&value(&mut it, flag)?, flag)?,
+                "--strace" => args.strace = Some(value(&mut it, flag)?),
                 "--server-pid" => args.server_pid = Some(number(&value(&mut it, flag)?, flag)?),
                 "--label" => args.label = value(&mut it, flag)?,
                 "-h" | "--help" => return Err(String::new()),
@@ -149,6 +190,22 @@ impl Args {
         }
         if args.duration.is_zero() {
             return Err("--duration must be positive".into());
+        }
+        if args.mode == Mode::Broadcast {
+            if args.subscribers == 0 || args.in_flight == 0 {
+                return Err("--subscribers and --in-flight must be positive".into());
+            }
+            if args.publishers == 0 || args.publishers > MAX_PUBLISHERS {
+                return Err(format!("--publishers must be 1 to {MAX_PUBLISHERS}"));
+            }
+            if args.size < TAG_LEN {
+                return Err(format!("--size must be at least {TAG_LEN} for the tag"));
+            }
+            if args.strace.is_some() && args.server_pid.is_none() {
+                return Err("--strace needs --server-pid".into());
+            }
+        } else if args.strace.is_some() {
+            return Err("--strace is for --mode broadcast".into());
         }
         Ok(args)
     }
@@ -183,6 +240,7 @@ fn main() -> ExitCode {
         match args.mode {
             Mode::Echo => run_echo(&args).await,
             Mode::Idle => run_idle(&args).await,
+            Mode::Broadcast => run_broadcast(&args).await,
         }
     });
     println!("{}", report.json);
@@ -657,6 +715,11 @@ async fn close(mut tcp: TcpStream, reader: &mut FrameReader<'_>) -> Result<(), S
 struct FrameReader<'a> {
     expected: &'a [u8],
     text: bool,
+    /// The first `tag_len` bytes of each message are not compared but
+    /// appended to `tags` (the broadcast mode's publisher and sequence
+    /// number); 0 in the other modes.
+    tag_len: usize,
+    tags: Vec<u8>,
     /// Bytes of a header not yet complete.
     header: Vec<u8>,
     /// Payload bytes left in the current frame.
@@ -679,6 +742,8 @@ impl<'a> FrameReader<'a> {
         FrameReader {
             expected,
             text,
+            tag_len: 0,
+            tags: Vec::new(),
             header: Vec::with_capacity(14),
             remaining: 0,
             opcode: 0,
@@ -714,15 +779,19 @@ impl<'a> FrameReader<'a> {
                             self.expected.len()
                         ));
                     }
-                    if payload != &self.expected[self.matched..end] {
-                        let at = payload
+                    // The tag, if any, is kept rather than compared.
+                    let tagged = self.tag_len.saturating_sub(self.matched).min(n);
+                    self.tags.extend_from_slice(&payload[..tagged]);
+                    let from = self.matched + tagged;
+                    if payload[tagged..] != self.expected[from..end] {
+                        let at = payload[tagged..]
                             .iter()
-                            .zip(&self.expected[self.matched..end])
+                            .zip(&self.expected[from..end])
                             .position(|(a, b)| a != b)
                             .unwrap_or(0);
                         return Err(format!(
                             "mismatch: echo differs at byte {} of {}",
-                            self.matched + at,
+                            from + at,
                             self.expected.len()
                         ));
                     }
@@ -943,6 +1012,804 @@ async fn run_idle(args: &Args) -> Report {
         json,
         human,
         errors,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// broadcast mode
+
+/// Bytes at the start of every broadcast payload that say which message it
+/// is: the publisher (4 hex digits) and its sequence number (12), in ASCII
+/// so that text stays UTF-8. The rest of the payload is the filler.
+const TAG_LEN: usize = 16;
+/// The publisher field of a probe, a message that only shows a subscriber
+/// is in the server's room, published before the counted sequence starts.
+const PROBE: u16 = 0xffff;
+/// Publishers a tag can name (the probe's field excluded).
+const MAX_PUBLISHERS: usize = PROBE as usize;
+/// How often the probe goes out until every subscriber has received one.
+const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// How often the run is looked at: failures, stalls, the end of a phase.
+const WATCH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The message every publisher sends, encoded once.
+struct Broadcast {
+    /// The payload every delivery must equal after its tag (the tag's bytes
+    /// here are placeholders).
+    expected: Vec<u8>,
+    text: bool,
+    /// The masked frame of it; each message is a copy with its tag patched.
+    frame: Vec<u8>,
+    /// Where the payload starts in `frame`.
+    payload_at: usize,
+}
+
+impl Broadcast {
+    fn new(size: usize, text: bool) -> Self {
+        let filler = size.saturating_sub(TAG_LEN);
+        let mut expected = tag(0, 0).to_vec();
+        expected.extend(if text {
+            text_payload(filler)
+        } else {
+            binary_payload(filler)
+        });
+        let frame = client_frame(if text { 0x1 } else { 0x2 }, &expected);
+        Broadcast {
+            payload_at: frame.len() - expected.len(),
+            expected,
+            text,
+            frame,
+        }
+    }
+
+    /// Appends the frame of `publisher`'s message `seq` to `out`.
+    fn push_frame(&self, out: &mut Vec<u8>, publisher: u16, seq: u64) {
+        let start = out.len() + self.payload_at;
+        out.extend_from_slice(&self.frame);
+        let masked = out[start..start + TAG_LEN].iter_mut();
+        for (i, (byte, tag_byte)) in masked.zip(tag(publisher, seq)).enumerate() {
+            *byte = tag_byte ^ MASK[i & 3];
+        }
+    }
+}
+
+/// The tag of `publisher`'s message `seq`: 16 lowercase hex digits.
+fn tag(publisher: u16, seq: u64) -> [u8; TAG_LEN] {
+    let value = (u64::from(publisher) << 48) | (seq & 0xffff_ffff_ffff);
+    let mut out = [0; TAG_LEN];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = b"0123456789abcdef"[((value >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
+}
+
+/// The publisher and sequence number of a tag, if it is one.
+fn parse_tag(tag: &[u8]) -> Option<(u16, u64)> {
+    let mut value = 0u64;
+    for &byte in tag {
+        let digit = match byte {
+            b'0'..=b'9' => byte - b'0',
+            b'a'..=b'f' => byte - b'a' + 10,
+            _ => return None,
+        };
+        value = value << 4 | u64::from(digit);
+    }
+    Some(((value >> 48) as u16, value & 0xffff_ffff_ffff))
+}
+
+/// One message in flight: slot `seq % W` of its publisher.
+struct Slot {
+    /// Subscribers that have received it so far.
+    receipts: Cell<usize>,
+    /// When it was due to be sent.
+    sent: Cell<Instant>,
+}
+
+/// What the subscribers tell a publisher.
+struct PublisherState {
+    slots: Vec<Slot>,
+    /// Messages every subscriber has received: messages complete in order,
+    /// since every subscriber receives a publisher's messages in order.
+    completed: Cell<u64>,
+    /// Woken when one completes.
+    wake: tokio::sync::Notify,
+}
+
+/// Run-wide state of the broadcast mode, shared by the tasks on this one
+/// thread.
+struct Hub {
+    subscribers: usize,
+    publishers: Vec<PublisherState>,
+    /// Subscribers upgraded, and those that have received the probe.
+    upgraded: Cell<usize>,
+    joined: Cell<usize>,
+    /// Receipts now are counted.
+    counting: Cell<bool>,
+    /// No new messages are published once set.
+    stop: Cell<bool>,
+    /// Receipts (message × subscriber) in the counted window, and in all.
+    deliveries: Cell<u64>,
+    deliveries_total: Cell<u64>,
+    /// Messages sent in the window and in all; messages that reached their
+    /// last subscriber in the window.
+    published: Cell<u64>,
+    published_total: Cell<u64>,
+    completed: Cell<u64>,
+    /// Publish-to-last-subscriber latency of the messages completed in the
+    /// window.
+    histogram: RefCell<Histogram<u64>>,
+    /// Publisher tasks that have ended.
+    publishers_done: Cell<usize>,
+    /// Every task's error, as it happens.
+    errors: RefCell<Vec<String>>,
+    /// The subscribers' read buffer, one for all: a task holds it only
+    /// between two awaits.
+    read_buf: RefCell<Vec<u8>>,
+}
+
+impl Hub {
+    fn new(args: &Args) -> Self {
+        let now = Instant::now();
+        let publisher = || PublisherState {
+            slots: (0..args.in_flight)
+                .map(|_| Slot {
+                    receipts: Cell::new(0),
+                    sent: Cell::new(now),
+                })
+                .collect(),
+            completed: Cell::new(0),
+            wake: tokio::sync::Notify::new(),
+        };
+        Hub {
+            subscribers: args.subscribers,
+            publishers: (0..args.publishers).map(|_| publisher()).collect(),
+            upgraded: Cell::new(0),
+            joined: Cell::new(0),
+            counting: Cell::new(false),
+            stop: Cell::new(false),
+            deliveries: Cell::new(0),
+            deliveries_total: Cell::new(0),
+            published: Cell::new(0),
+            published_total: Cell::new(0),
+            completed: Cell::new(0),
+            // 1 ns to 100 s at three significant digits.
+            histogram: RefCell::new(
+                Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds"),
+            ),
+            publishers_done: Cell::new(0),
+            errors: RefCell::new(Vec::new()),
+            read_buf: RefCell::new(vec![0; 256 * 1024]),
+        }
+    }
+
+    /// A subscriber received `publisher`'s message `seq` (after checking it
+    /// is the next one from that publisher). The last receipt completes
+    /// the message and lets the publisher send one more.
+    fn receipt(&self, publisher: usize, seq: u64) -> Result<(), String> {
+        let counting = self.counting.get();
+        self.deliveries_total.set(self.deliveries_total.get() + 1);
+        if counting {
+            self.deliveries.set(self.deliveries.get() + 1);
+        }
+        let state = &self.publishers[publisher];
+        let slot = &state.slots[(seq % state.slots.len() as u64) as usize];
+        let receipts = slot.receipts.get() + 1;
+        if receipts < self.subscribers {
+            slot.receipts.set(receipts);
+            return Ok(());
+        }
+        if seq != state.completed.get() {
+            return Err(format!(
+                "publisher {publisher}'s message {seq} reached every subscriber before \
+                 message {}",
+                state.completed.get()
+            ));
+        }
+        slot.receipts.set(0);
+        state.completed.set(seq + 1);
+        if counting {
+            self.completed.set(self.completed.get() + 1);
+            let nanos = u64::try_from(slot.sent.get().elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.histogram.borrow_mut().saturating_record(nanos.max(1));
+        }
+        state.wake.notify_one();
+        Ok(())
+    }
+
+    fn fail(&self, error: String) {
+        self.errors.borrow_mut().push(error);
+    }
+
+    fn failed(&self) -> bool {
+        !self.errors.borrow().is_empty()
+    }
+}
+
+/// A subscriber's view of the stream: its frame reader (which keeps each
+/// message's tag and compares the rest) and the next sequence number it
+/// expects from each publisher.
+struct Subscription<'a> {
+    reader: FrameReader<'a>,
+    next: Vec<u64>,
+    joined: bool,
+}
+
+impl Subscription<'_> {
+    /// Consumes `data`: checks every message it completes and counts it.
+    fn take(&mut self, data: &[u8], hub: &Hub, control: &mut Vec<u8>) -> Result<(), String> {
+        let messages = self.reader.feed(data, control)?;
+        let tags = messages * TAG_LEN;
+        for tag in self.reader.tags[..tags].chunks_exact(TAG_LEN) {
+            let Some((publisher, seq)) = parse_tag(tag) else {
+                return Err(format!(
+                    "mismatch: corrupt tag {:?}",
+                    String::from_utf8_lossy(tag)
+                ));
+            };
+            if publisher == PROBE {
+                if !self.joined {
+                    self.joined = true;
+                    hub.joined.set(hub.joined.get() + 1);
+                }
+                continue;
+            }
+            let p = usize::from(publisher);
+            let Some(next) = self.next.get_mut(p) else {
+                return Err(format!(
+                    "a message from publisher {p} of {}",
+                    self.next.len()
+                ));
+            };
+            if seq != *next {
+                return Err(if seq < *next {
+                    format!("publisher {p}'s message {seq} again or out of order (after {next})")
+                } else {
+                    format!("publisher {p}'s messages {next} to {} missing", seq - 1)
+                });
+            }
+            *next += 1;
+            hub.receipt(p, seq)?;
+        }
+        self.reader.tags.drain(..tags);
+        Ok(())
+    }
+}
+
+async fn run_broadcast(args: &Args) -> Report {
+    let broadcast = Rc::new(Broadcast::new(args.size, args.text));
+    let hub = Rc::new(Hub::new(args));
+    let (closing, _) = tokio::sync::watch::channel(false);
+    let gate = Rc::new(tokio::sync::Semaphore::new(OPEN_CONCURRENCY));
+    let mut tasks = Vec::with_capacity(args.subscribers + args.publishers);
+
+    // Subscribers first, all upgraded before any publisher connects.
+    for id in 0..args.subscribers {
+        let (args, broadcast, hub, gate) =
+            (args.clone(), broadcast.clone(), hub.clone(), gate.clone());
+        let closing = closing.subscribe();
+        tasks.push(tokio::task::spawn_local(async move {
+            let result = subscriber(id, &args, &broadcast, &hub, &gate, closing).await;
+            if let Err(error) = result {
+                hub.fail(error);
+            }
+        }));
+    }
+    let all = || hub.upgraded.get() == args.subscribers;
+    let opened = watch_run(&hub, Some(Instant::now() + HANDSHAKE_TIMEOUT * 3), all).await;
+    if opened.is_ok() && !all() {
+        hub.fail(format!(
+            "only {} of {} subscribers were upgraded in time",
+            hub.upgraded.get(),
+            args.subscribers
+        ));
+    }
+    let mut publishers = Vec::with_capacity(args.publishers);
+    for p in 0..args.publishers {
+        if hub.failed() {
+            break;
+        }
+        match handshake(&args.addr, "/pub", (args.subscribers + p) as u64).await {
+            Ok(upgraded) => publishers.push(upgraded),
+            Err(error) => hub.fail(format!("publisher {p}: {error}")),
+        }
+    }
+
+    // The probe, until every subscriber is in the server's room.
+    let probe_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut probe = Vec::new();
+    broadcast.push_frame(&mut probe, PROBE, 0);
+    while !hub.failed() && hub.joined.get() < args.subscribers {
+        if Instant::now() >= probe_deadline {
+            hub.fail(format!(
+                "only {} of {} subscribers received the probe in {HANDSHAKE_TIMEOUT:?}",
+                hub.joined.get(),
+                args.subscribers
+            ));
+            break;
+        }
+        if let Some((tcp, _)) = publishers.first_mut()
+            && let Err(error) = tcp.write_all(&probe).await
+        {
+            hub.fail(format!("publisher 0: probe: {error}"));
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+    if !hub.failed() {
+        eprintln!(
+            "loadgen: {} subscribers and {} publishers open",
+            args.subscribers, args.publishers
+        );
+    }
+    for (p, (tcp, leftover)) in publishers.into_iter().enumerate() {
+        let (args, broadcast, hub) = (args.clone(), broadcast.clone(), hub.clone());
+        tasks.push(tokio::task::spawn_local(async move {
+            let result = publisher(p, tcp, leftover, &args, &broadcast, &hub).await;
+            if let Err(error) = result {
+                hub.fail(error);
+            }
+            hub.publishers_done.set(hub.publishers_done.get() + 1);
+        }));
+    }
+
+    let mut window = Duration::ZERO;
+    let mut cpu = WindowCpu::default();
+    let mut strace = None;
+    let run = async {
+        if hub.failed() {
+            return Err(String::new());
+        }
+        watch_run(&hub, Some(Instant::now() + args.warmup), || false).await?;
+        if let (Some(file), Some(pid)) = (&args.strace, args.server_pid) {
+            // Counted from the moment strace says it is attached to the
+            // moment it is told to detach: the same window as the deliveries.
+            strace = Some(Strace::attach(pid, file).await?);
+        }
+        cpu = WindowCpu::start(args.server_pid);
+        let start = Instant::now();
+        hub.counting.set(true);
+        let counted = watch_run(&hub, Some(start + args.duration), || false).await;
+        // No await between these reads and the flags: the window is exact.
+        cpu.end(args.server_pid);
+        if let Some(strace) = &mut strace {
+            strace.detach();
+        }
+        window = start.elapsed();
+        hub.counting.set(false);
+        hub.stop.set(true);
+        counted?;
+        // What is in flight reaches every subscriber; then every publisher
+        // has closed its socket.
+        let drained = || hub.publishers_done.get() == args.publishers;
+        watch_run(&hub, None, drained).await
+    };
+    if let Err(error) = run.await
+        && !error.is_empty()
+    {
+        hub.fail(error);
+    }
+    let deliveries = hub.deliveries.get();
+
+    if hub.failed() {
+        for task in &tasks {
+            task.abort();
+        }
+    } else {
+        // Close the subscribers; each is bounded by its close timeout.
+        let _ = closing.send(true);
+        let deadline = CLOSE_TIMEOUT + Duration::from_secs(5);
+        for task in tasks {
+            if tokio::time::timeout(deadline, task).await.is_err() {
+                hub.fail("a subscriber did not finish in time".into());
+            }
+        }
+    }
+    let strace_file = match strace {
+        Some(strace) => match strace.finish().await {
+            Ok(()) => args.strace.clone(),
+            Err(error) => {
+                hub.fail(error);
+                None
+            }
+        },
+        None => None,
+    };
+
+    let errors = std::mem::take(&mut *hub.errors.borrow_mut());
+    let secs = window.as_secs_f64();
+    let histogram = hub.histogram.borrow();
+    let quantile_us = |q: f64| {
+        if histogram.is_empty() {
+            0.0
+        } else {
+            histogram.value_at_quantile(q) as f64 / 1000.0
+        }
+    };
+    let (p50, p99, max) = (
+        quantile_us(0.5),
+        quantile_us(0.99),
+        histogram.max() as f64 / 1000.0,
+    );
+    let per_delivery = cpu.per_unit_us(deliveries, secs);
+    let per_s = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+    let deliveries_per_s = per_s(deliveries);
+    let published = hub.published.get();
+    let mut json = String::from("{");
+    let _ = write!(
+        json,
+        "\"mode\":\"broadcast\",\"label\":{},\"subscribers\":{},\"publishers\":{},\
+         \"in_flight\":{},\"size\":{},\"text\":{},\"duration\":{secs:.3},\
+         \"deliveries\":{deliveries},\"deliveries_total\":{},\
+         \"deliveries_per_s\":{deliveries_per_s:.1},\"published\":{published},\
+         \"published_total\":{},\"published_per_s\":{:.1},\"completed\":{},\
+         \"p50_us\":{p50:.1},\"p99_us\":{p99:.1},\"max_us\":{max:.1},\"errors\":{},\
+         \"server_cpu_us_per_delivery\":{},\"server_user_us_per_delivery\":{},\
+         \"server_sys_us_per_delivery\":{},\"server_cpu_ticks\":{},\"clk_tck\":{},\
+         \"client_cpu_us_per_delivery\":{},\"other_cpu_pct\":{},\"steal_pct\":{},\
+         \"strace_file\":{}",
+        json_string(&args.label),
+        args.subscribers,
+        args.publishers,
+        args.in_flight,
+        args.size,
+        args.text,
+        hub.deliveries_total.get(),
+        hub.published_total.get(),
+        per_s(published),
+        hub.completed.get(),
+        errors.len(),
+        json_opt(per_delivery.server, 3),
+        json_opt(per_delivery.server_user, 3),
+        json_opt(per_delivery.server_sys, 3),
+        cpu.server_ticks().map_or("null".into(), |t| t.to_string()),
+        cpu.clk_tck,
+        json_opt(per_delivery.client, 3),
+        json_opt(per_delivery.other_pct, 1),
+        json_opt(per_delivery.steal_pct, 1),
+        strace_file.as_deref().map_or("null".into(), json_string),
+    );
+    json.push('}');
+    let kind = if args.text { "text" } else { "binary" };
+    let mut human = format!(
+        "broadcast {}{} subscribers x {} publishers W{}, {} B {kind}: {deliveries} deliveries \
+         in {secs:.2} s = {deliveries_per_s:.0}/s ({published} messages published), \
+         publish to last subscriber p50 {p50:.0} us, p99 {p99:.0} us",
+        label_prefix(&args.label),
+        args.subscribers,
+        args.publishers,
+        args.in_flight,
+        args.size,
+    );
+    if let Some(cpu) = per_delivery.server {
+        let _ = write!(human, ", server {cpu:.3} us CPU/delivery");
+        if let (Some(user), Some(sys)) = (per_delivery.server_user, per_delivery.server_sys) {
+            let _ = write!(human, " ({user:.3} user + {sys:.3} kernel)");
+        }
+    }
+    if let Some(other) = per_delivery.other_pct.filter(|&o| o >= 5.0) {
+        let _ = write!(human, ", other load {other:.0}% of a CPU");
+    }
+    let _ = write!(human, ", {} errors", errors.len());
+    drop(histogram);
+    Report {
+        json,
+        human,
+        errors,
+    }
+}
+
+/// Waits until `done()` or `until`, whichever is first, while watching the
+/// run: an error from any task ends it at once (`Err("")`: the error is in
+/// the hub), and so does a stall, no delivery for [`STALL_TIMEOUT`].
+async fn watch_run(
+    hub: &Hub,
+    until: Option<Instant>,
+    done: impl Fn() -> bool,
+) -> Result<(), String> {
+    // Handshakes and probes are progress too, before deliveries start.
+    let progress = || hub.deliveries_total.get() + (hub.upgraded.get() + hub.joined.get()) as u64;
+    let (mut last, mut last_change) = (progress(), Instant::now());
+    loop {
+        if hub.failed() {
+            return Err(String::new());
+        }
+        if done() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if until.is_some_and(|until| now >= until) {
+            return Ok(());
+        }
+        if progress() != last {
+            (last, last_change) = (progress(), now);
+        } else if now - last_change >= STALL_TIMEOUT {
+            return Err(format!(
+                "stalled: no delivery for {STALL_TIMEOUT:?} ({} in all so far)",
+                hub.deliveries_total.get()
+            ));
+        }
+        let step = until.map_or(WATCH_INTERVAL, |until| (until - now).min(WATCH_INTERVAL));
+        tokio::time::sleep(step).await;
+    }
+}
+
+/// One subscriber: upgrade on `/sub`, then check and count every message
+/// until told to close, then close cleanly.
+async fn subscriber(
+    id: usize,
+    args: &Args,
+    broadcast: &Broadcast,
+    hub: &Hub,
+    gate: &tokio::sync::Semaphore,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String> {
+    let fail = |what: String| format!("subscriber {id}: {what}");
+    let upgraded = {
+        let _permit = gate.acquire().await.map_err(|e| fail(e.to_string()))?;
+        handshake(&args.addr, "/sub", id as u64).await
+    };
+    let (mut tcp, leftover) = upgraded.map_err(fail)?;
+    hub.upgraded.set(hub.upgraded.get() + 1);
+    let mut reader = FrameReader::new(&broadcast.expected, broadcast.text);
+    reader.tag_len = TAG_LEN;
+    let mut subscription = Subscription {
+        reader,
+        next: vec![0; args.publishers],
+        joined: false,
+    };
+    let mut control = Vec::new();
+    subscription
+        .take(&leftover, hub, &mut control)
+        .map_err(|e| fail(format!("{e} (in leftover)")))?;
+    loop {
+        if !control.is_empty() {
+            tcp.write_all(&control)
+                .await
+                .map_err(|e| fail(format!("write: {e}")))?;
+            control.clear();
+        }
+        tokio::select! {
+            biased;
+            _ = closing.changed() => break,
+            ready = tcp.readable() => ready.map_err(|e| fail(e.to_string()))?,
+        }
+        let mut buf = hub.read_buf.borrow_mut();
+        match tcp.try_read(&mut buf) {
+            Ok(0) => return Err(fail("server closed the connection".into())),
+            Ok(n) => subscription
+                .take(&buf[..n], hub, &mut control)
+                .map_err(fail)?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(fail(format!("read: {e}"))),
+        }
+    }
+    // Nothing is in flight any more: anything but the close is an error.
+    let mut reader = FrameReader::new(&[], broadcast.text);
+    close(tcp, &mut reader)
+        .await
+        .map_err(|e| fail(format!("close: {e}")))
+}
+
+/// One publisher: keep `--in-flight` messages in flight until told to
+/// stop, wait for the last to reach every subscriber, close cleanly. The
+/// server sends a publisher nothing but control frames.
+async fn publisher(
+    index: usize,
+    mut tcp: TcpStream,
+    leftover: Vec<u8>,
+    args: &Args,
+    broadcast: &Broadcast,
+    hub: &Hub,
+) -> Result<(), String> {
+    let fail = |what: String| format!("publisher {index}: {what}");
+    let state = &hub.publishers[index];
+    let in_flight = args.in_flight as u64;
+    let mut reader = FrameReader::new(&[], broadcast.text);
+    let mut control = Vec::new();
+    let mut input = leftover;
+    let mut out = Vec::with_capacity(broadcast.frame.len() * args.in_flight);
+    let mut next = 0u64;
+    loop {
+        if reader.feed(&input, &mut control).map_err(fail)? > 0 {
+            return Err(fail("the server sent a publisher a message".into()));
+        }
+        let completed = state.completed.get();
+        if hub.stop.get() {
+            if completed == next {
+                break;
+            }
+        } else if next < completed + in_flight {
+            let now = Instant::now();
+            let counting = hub.counting.get();
+            while next < completed + in_flight {
+                broadcast.push_frame(&mut out, index as u16, next);
+                state.slots[(next % in_flight) as usize].sent.set(now);
+                next += 1;
+                hub.published_total.set(hub.published_total.get() + 1);
+                if counting {
+                    hub.published.set(hub.published.get() + 1);
+                }
+            }
+        }
+        out.append(&mut control);
+        if !out.is_empty() {
+            tcp.write_all(&out)
+                .await
+                .map_err(|e| fail(format!("write: {e}")))?;
+            out.clear();
+        }
+        input.clear();
+        tokio::select! {
+            () = state.wake.notified() => {}
+            ready = tcp.readable() => {
+                ready.map_err(|e| fail(e.to_string()))?;
+                input.resize(4096, 0);
+                match tcp.try_read(&mut input) {
+                    Ok(0) => return Err(fail("server closed the connection".into())),
+                    Ok(n) => input.truncate(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => input.clear(),
+                    Err(e) => return Err(fail(format!("read: {e}"))),
+                }
+            }
+        }
+    }
+    close(tcp, &mut reader)
+        .await
+        .map_err(|e| fail(format!("close: {e}")))
+}
+
+/// The server's CPU time (and this process's, and the machine's) at the
+/// start and end of the counted window.
+#[derive(Default)]
+struct WindowCpu {
+    clk_tck: u64,
+    server: [Option<(u64, u64)>; 2],
+    client: [Option<u64>; 2],
+    machine: [Option<MachineTicks>; 2],
+}
+
+/// Per counted unit (a delivery), over a window.
+struct PerUnit {
+    server: Option<f64>,
+    server_user: Option<f64>,
+    server_sys: Option<f64>,
+    client: Option<f64>,
+    other_pct: Option<f64>,
+    steal_pct: Option<f64>,
+}
+
+impl WindowCpu {
+    fn start(server_pid: Option<u32>) -> Self {
+        WindowCpu {
+            clk_tck: clock_ticks_per_second(),
+            server: [server_pid.and_then(cpu_split), None],
+            client: [cpu_ticks_self(), None],
+            machine: [machine_ticks(), None],
+        }
+    }
+
+    fn end(&mut self, server_pid: Option<u32>) {
+        self.server[1] = server_pid.and_then(cpu_split);
+        self.client[1] = cpu_ticks_self();
+        self.machine[1] = machine_ticks();
+    }
+
+    fn server_ticks(&self) -> Option<u64> {
+        let [before, after] = self.server;
+        let ((u0, s0), (u1, s1)) = before.zip(after)?;
+        Some((u1 + s1).saturating_sub(u0 + s0))
+    }
+
+    /// CPU µs per unit of `units` counted over `secs`, and the rest of the
+    /// machine's load in % of one CPU, as the echo mode computes them.
+    fn per_unit_us(&self, units: u64, secs: f64) -> PerUnit {
+        let clk_tck = self.clk_tck.max(1) as f64;
+        let per_unit = |ticks: Option<u64>| {
+            ticks
+                .filter(|_| units > 0)
+                .map(|t| t as f64 * 1e6 / clk_tck / units as f64)
+        };
+        let [before, after] = self.server;
+        let server = before.zip(after);
+        let user = server.map(|((u0, _), (u1, _))| u1.saturating_sub(u0));
+        let sys = server.map(|((_, s0), (_, s1))| s1.saturating_sub(s0));
+        let client = self.client[0]
+            .zip(self.client[1])
+            .map(|(b, a)| a.saturating_sub(b));
+        let (other_pct, steal_pct) = match (self.machine[0], self.machine[1]) {
+            (Some(before), Some(after)) if secs > 0.0 => {
+                let one_cpu = secs * clk_tck / 100.0;
+                let ours = self.server_ticks().unwrap_or(0) + client.unwrap_or(0);
+                let other = after.busy.saturating_sub(before.busy).saturating_sub(ours);
+                (
+                    Some(other as f64 / one_cpu),
+                    Some(after.steal.saturating_sub(before.steal) as f64 / one_cpu),
+                )
+            }
+            _ => (None, None),
+        };
+        PerUnit {
+            server: per_unit(self.server_ticks()),
+            server_user: per_unit(user),
+            server_sys: per_unit(sys),
+            client: per_unit(client),
+            other_pct,
+            steal_pct,
+        }
+    }
+}
+
+/// `strace -c -f` attached to the server for the counted window: only its
+/// sends (write, writev, sendto, sendmsg), summed in a file.
+struct Strace {
+    child: std::process::Child,
+    detached: bool,
+}
+
+impl Strace {
+    /// Starts strace and waits until it says it is attached.
+    async fn attach(pid: u32, file: &str) -> Result<Self, String> {
+        let mut child = std::process::Command::new("strace")
+            .args([
+                "-f",
+                "-c",
+                "-e",
+                "trace=write,writev,sendto,sendmsg",
+                "-o",
+                file,
+            ])
+            .args(["-p", &pid.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start strace: {e}"))?;
+        let Some(stderr) = child.stderr.take() else {
+            return Err("strace has no stderr".into());
+        };
+        let (attached, said) = tokio::sync::oneshot::channel();
+        // strace says "Process PID attached" once it is; the rest of what it
+        // says is read to the end, so that it never writes into a closed pipe.
+        std::thread::spawn(move || {
+            let mut attached = Some(attached);
+            for line in io::BufRead::lines(io::BufReader::new(stderr)) {
+                let Ok(line) = line else { break };
+                if line.contains("attached")
+                    && let Some(attached) = attached.take()
+                {
+                    let _ = attached.send(());
+                }
+            }
+        });
+        let mut strace = Strace {
+            child,
+            detached: false,
+        };
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, said).await {
+            Ok(Ok(())) => Ok(strace),
+            _ => {
+                strace.detach();
+                Err("strace did not attach to the server".into())
+            }
+        }
+    }
+
+    /// Asks strace to detach and write its summary (SIGINT), once.
+    fn detach(&mut self) {
+        if !std::mem::replace(&mut self.detached, true) {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &self.child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Detaches if that is not done yet and waits for strace to exit.
+    async fn finish(mut self) -> Result<(), String> {
+        self.detach();
+        let waited = tokio::task::spawn_blocking(move || self.child.wait());
+        match tokio::time::timeout(CLOSE_TIMEOUT, waited).await {
+            Ok(Ok(Ok(_))) => Ok(()),
+            _ => Err("strace did not finish".into()),
+        }
     }
 }
 
@@ -1230,6 +2097,138 @@ mod tests {
         reader.closing = true;
         assert_eq!(feed_all(&mut reader, &close, 1), Ok(0));
         assert!(reader.closed);
+    }
+
+    /// A broadcast run's arguments, as the command line gives them.
+    fn broadcast_args(extra: &[&str]) -> Args {
+        let line = ["--mode", "broadcast"].iter().chain(extra);
+        Args::parse(line.map(|s| s.to_string())).unwrap()
+    }
+
+    /// The server frame of `publisher`'s message `seq`.
+    fn delivery(broadcast: &Broadcast, publisher: u16, seq: u64) -> Vec<u8> {
+        let mut payload = broadcast.expected.clone();
+        payload[..TAG_LEN].copy_from_slice(&tag(publisher, seq));
+        server_frame(if broadcast.text { 0x81 } else { 0x82 }, &payload)
+    }
+
+    fn subscription<'a>(broadcast: &'a Broadcast, publishers: usize) -> Subscription<'a> {
+        let mut reader = FrameReader::new(&broadcast.expected, broadcast.text);
+        reader.tag_len = TAG_LEN;
+        Subscription {
+            reader,
+            next: vec![0; publishers],
+            joined: false,
+        }
+    }
+
+    #[test]
+    fn tags_round_trip_and_junk_is_no_tag() {
+        for (publisher, seq) in [(0, 0), (9, 1), (PROBE, 0), (1234, 0xffff_ffff_ffff)] {
+            let tag = tag(publisher, seq);
+            assert!(tag.is_ascii());
+            assert_eq!(parse_tag(&tag), Some((publisher, seq)));
+        }
+        assert_eq!(parse_tag(b"000000000000000g"), None);
+        assert_eq!(parse_tag(b"00000000000000AB"), None);
+    }
+
+    #[test]
+    fn broadcast_frames_unmask_to_their_tag_and_the_filler() {
+        let broadcast = Broadcast::new(64, true);
+        let mut frames = Vec::new();
+        broadcast.push_frame(&mut frames, 3, 42);
+        broadcast.push_frame(&mut frames, 3, 43);
+        assert_eq!(frames.len(), 2 * broadcast.frame.len());
+        let payload: Vec<u8> = frames[broadcast.payload_at..broadcast.frame.len()]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ MASK[i & 3])
+            .collect();
+        assert_eq!(&payload[..TAG_LEN], &tag(3, 42));
+        assert_eq!(&payload[TAG_LEN..], &broadcast.expected[TAG_LEN..]);
+        assert!(std::str::from_utf8(&payload).is_ok());
+    }
+
+    #[test]
+    fn every_subscriber_completes_a_message_once_and_in_order() {
+        let args = broadcast_args(&[
+            "--subscribers",
+            "2",
+            "--publishers",
+            "2",
+            "--in-flight",
+            "2",
+        ]);
+        let hub = Hub::new(&args);
+        let broadcast = Broadcast::new(100, false);
+        let (mut a, mut b) = (subscription(&broadcast, 2), subscription(&broadcast, 2));
+        let mut control = Vec::new();
+        let mut stream = delivery(&broadcast, PROBE, 0);
+        for seq in 0..2 {
+            stream.extend(delivery(&broadcast, 0, seq));
+            stream.extend(delivery(&broadcast, 1, seq));
+        }
+        for piece in stream.chunks(7) {
+            a.take(piece, &hub, &mut control).unwrap();
+        }
+        assert_eq!(
+            (hub.joined.get(), hub.publishers[0].completed.get()),
+            (1, 0)
+        );
+        b.take(&stream, &hub, &mut control).unwrap();
+        assert_eq!(hub.joined.get(), 2);
+        assert_eq!(hub.deliveries_total.get(), 8);
+        for publisher in &hub.publishers {
+            assert_eq!(publisher.completed.get(), 2);
+            assert!(publisher.slots.iter().all(|slot| slot.receipts.get() == 0));
+        }
+        assert!(a.reader.tags.is_empty() && b.reader.tags.is_empty());
+    }
+
+    #[test]
+    fn gaps_repeats_strangers_and_corruption_are_errors() {
+        let args = broadcast_args(&["--subscribers", "3", "--publishers", "2"]);
+        let broadcast = Broadcast::new(64, true);
+        let mut corrupt_filler = delivery(&broadcast, 0, 0);
+        *corrupt_filler.last_mut().unwrap() ^= 1;
+        let mut corrupt_tag = delivery(&broadcast, 0, 0);
+        corrupt_tag[2] = b'x';
+        let mut repeat = delivery(&broadcast, 0, 0);
+        repeat.extend(delivery(&broadcast, 0, 0));
+        for (stream, what) in [
+            (delivery(&broadcast, 0, 1), "messages 0 to 0 missing"),
+            (repeat, "message 0 again"),
+            (delivery(&broadcast, 2, 0), "publisher 2 of 2"),
+            (corrupt_filler, "differs at byte 63"),
+            (corrupt_tag, "corrupt tag"),
+            (server_frame(0x82, &broadcast.expected), "echo is binary"),
+        ] {
+            let hub = Hub::new(&args);
+            let mut subscription = subscription(&broadcast, 2);
+            let error = subscription
+                .take(&stream, &hub, &mut Vec::new())
+                .unwrap_err();
+            assert!(error.contains(what), "{what}: {error}");
+        }
+    }
+
+    #[test]
+    fn broadcast_arguments_are_checked() {
+        let parse = |extra: &[&str]| {
+            let line = ["--mode", "broadcast"].iter().chain(extra);
+            Args::parse(line.map(|s| s.to_string()))
+        };
+        let args = parse(&[]).unwrap();
+        assert_eq!(
+            (args.subscribers, args.publishers, args.in_flight),
+            (1000, 1, 1)
+        );
+        assert!(parse(&["--size", "15"]).is_err());
+        assert!(parse(&["--publishers", "0"]).is_err());
+        assert!(parse(&["--in-flight", "0"]).is_err());
+        assert!(parse(&["--strace", "x.txt"]).is_err());
+        assert!(Args::parse(["--strace", "x.txt"].iter().map(|s| s.to_string())).is_err());
     }
 
     #[test]

@@ -5,18 +5,34 @@
 //! answers pings and completes the close handshake on the next read, so the
 //! loop reads until the socket ends.
 //!
+//! The broadcast scenario's roles are two more routes sharing the [`Room`]
+//! as router state: `/pub` reads messages and hands a clone of each text or
+//! binary one (`Message` holds `Bytes`/`Utf8Bytes`: a reference count) to
+//! every subscriber's unbounded channel; `/sub` splits the socket
+//! (`StreamExt::split`, as axum's chat example does), a writer task does
+//! one `SinkExt::send` per message from its channel, and the read half is
+//! read only to see the close, after which the subscriber leaves the room.
+//!
 //! ```text
 //! peer-axum --addr 127.0.0.1:9001 --threads 1
 //! ```
 
 use std::io;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use axum::serve::ListenerExt as _;
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::sync::mpsc;
+use tower_websockets_bench::Room;
+
+/// The broadcast room, shared by the `/sub` and `/pub` routes.
+type SharedRoom = Arc<Room<Message>>;
 
 fn main() -> ExitCode {
     tower_websockets_bench::run_server("peer-axum", serve)
@@ -29,7 +45,11 @@ async fn serve(addr: String) -> io::Result<()> {
         .tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-    let app = Router::new().route("/ws", get(upgrade));
+    let app = Router::new()
+        .route("/ws", get(upgrade))
+        .route("/sub", get(subscriber))
+        .route("/pub", get(publisher))
+        .with_state(SharedRoom::default());
     axum::serve(listener, app).await
 }
 
@@ -45,4 +65,38 @@ async fn echo(mut socket: WebSocket) {
             break;
         }
     }
+}
+
+async fn publisher(ws: WebSocketUpgrade, State(room): State<SharedRoom>) -> Response {
+    ws.on_upgrade(move |socket| publish(socket, room))
+}
+
+/// Every text or binary message read goes to every subscriber.
+async fn publish(mut socket: WebSocket, room: SharedRoom) {
+    while let Some(Ok(message)) = socket.recv().await {
+        if matches!(message, Message::Text(_) | Message::Binary(_)) {
+            room.publish(&message);
+        }
+    }
+}
+
+async fn subscriber(ws: WebSocketUpgrade, State(room): State<SharedRoom>) -> Response {
+    ws.on_upgrade(move |socket| subscribe(socket, room))
+}
+
+/// A writer task sends what the room queues; the read half only sees the
+/// close (tungstenite answers it on the read).
+async fn subscribe(socket: WebSocket, room: SharedRoom) {
+    let (mut sink, mut stream) = socket.split();
+    let (sender, mut messages) = mpsc::unbounded_channel();
+    let id = room.join(sender);
+    tokio::spawn(async move {
+        while let Some(message) = messages.recv().await {
+            if sink.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(Ok(_)) = stream.next().await {}
+    room.leave(id);
 }
