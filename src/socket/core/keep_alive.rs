@@ -160,7 +160,8 @@ pub(crate) fn spawn_background(
             let deadlines_first = streak >= 16;
             let event = poll_fn(|cx| {
                 if !deadlines_first
-                    && let Poll::Ready(event) = poll_flush(cx, &shared, &mut flushing, &flush)
+                    && let Poll::Ready(event) =
+                        poll_flush(cx, &shared, &mut flushing, &flush, &finished)
                 {
                     return Poll::Ready(event);
                 }
@@ -189,7 +190,7 @@ pub(crate) fn spawn_background(
                     }
                 }
                 if deadlines_first {
-                    return poll_flush(cx, &shared, &mut flushing, &flush);
+                    return poll_flush(cx, &shared, &mut flushing, &flush, &finished);
                 }
                 Poll::Pending
             })
@@ -200,6 +201,18 @@ pub(crate) fn spawn_background(
             };
             if deadlines_first {
                 streak = 0;
+            }
+            if let Event::Written(closing) = event {
+                // The common event, handled without the socket itself.
+                flushing = false;
+                if *finished.borrow() || shared.strong_count() == 0 {
+                    return;
+                }
+                if let Some((timeout, read)) = closing {
+                    close.get_or_insert_with(|| Timer::at(Instant::now() + timeout));
+                    closing_read = read;
+                }
+                continue;
             }
             let Some(strong) = shared.upgrade() else {
                 return;
@@ -220,16 +233,8 @@ pub(crate) fn spawn_background(
                     }
                     flushing = true;
                 }
-                Event::Written(closing) => {
-                    flushing = false;
-                    if *finished.borrow() {
-                        return;
-                    }
-                    if let Some((timeout, read)) = closing {
-                        close.get_or_insert_with(|| Timer::at(Instant::now() + timeout));
-                        closing_read = read;
-                    }
-                }
+                // Handled above.
+                Event::Written(_) => {}
                 Event::ClosingReadDone => closing_read = false,
                 Event::CloseTimeout => {
                     if !strong.is_finished() {
@@ -287,13 +292,16 @@ fn poll_flush(
     shared: &Weak<Shared>,
     flushing: &mut bool,
     flush: &FlushSignal,
+    finished: &watch::Receiver<bool>,
 ) -> Poll<Event> {
+    if !*flushing {
+        ready!(flush.poll(cx));
+    }
     let Some(strong) = shared.upgrade() else {
         return Poll::Ready(Event::Written(None));
     };
     if !*flushing {
-        ready!(flush.poll(cx));
-        if !strong.reader_waiting() || strong.is_finished() {
+        if !strong.reader_waiting() || *finished.borrow() {
             return Poll::Ready(Event::Notified);
         }
         *flushing = true;
