@@ -155,9 +155,7 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::sync::{Notify, mpsc};
 use tower::ServiceBuilder;
 use tower_websockets::{
@@ -325,22 +323,7 @@ fn main() -> ExitCode {
         )
         .with_ansi(std::io::stdout().is_terminal())
         .init();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(threads) = args.threads {
-        runtime.worker_threads(threads);
-    }
-    let result = runtime
-        .build()
-        .map_err(Into::into)
-        .and_then(|runtime| runtime.block_on(serve(args)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run(args.threads, serve(args))
 }
 
 // ----- the server -----
@@ -404,42 +387,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn StdError>> {
     );
 
     let graceful = GracefulShutdown::new();
-    let shutdown = common::shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        let tcp = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(error) => {
-                    // Typically out of file descriptors: back off a little.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        // Frames are written whole and coalesced by the socket: Nagle's
-        // algorithm could only delay them.
-        let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            if !matches!(
-                common::first_bytes(&tcp, common::HANDSHAKE_TIMEOUT).await,
-                Ok(Some(_))
-            ) {
-                return;
-            }
-            let builder = common::auto_builder(common::HANDSHAKE_TIMEOUT);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-            if let Err(error) = watcher.watch(conn).await {
-                tracing::debug!(error, "connection error");
-            }
-        });
-    }
+    common::serve_until_shutdown(listener, app, &graceful).await;
 
-    drop(listener);
     tracing::info!(
         members = chat.stats.members.load(Ordering::Relaxed),
         "shutting down"

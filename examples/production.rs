@@ -41,9 +41,7 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tower::ServiceBuilder;
 use tower_websockets::{
     DrainOptions, Message, WebSocketLayer, WebSocketOptions, WebSocketStats, WebSocketUpgrade,
@@ -118,22 +116,7 @@ fn main() -> ExitCode {
         )
         .with_ansi(std::io::stdout().is_terminal())
         .init();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(threads) = args.threads {
-        runtime.worker_threads(threads);
-    }
-    let result = runtime
-        .build()
-        .map_err(Into::into)
-        .and_then(|runtime| runtime.block_on(serve(args)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run(args.threads, serve(args))
 }
 
 async fn serve(args: Args) -> Result<(), Box<dyn StdError>> {
@@ -153,43 +136,10 @@ async fn serve(args: Args) -> Result<(), Box<dyn StdError>> {
     println!("Listening on http://{}", listener.local_addr()?);
 
     let graceful = GracefulShutdown::new();
-    let shutdown = common::shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        let tcp = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            // A connection that sends nothing is dropped at the deadline;
-            // then hyper's header-read timeout bounds the headers.
-            if !matches!(
-                common::first_bytes(&tcp, common::HANDSHAKE_TIMEOUT).await,
-                Ok(Some(_))
-            ) {
-                return;
-            }
-            let builder = common::auto_builder(common::HANDSHAKE_TIMEOUT);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-            if let Err(error) = watcher.watch(conn).await {
-                tracing::debug!(error, "connection error");
-            }
-        });
-    }
+    common::serve_until_shutdown(listener, app, &graceful).await;
 
-    // Stop accepting; drain the sockets and finish the HTTP connections
+    // No longer accepting: drain the sockets and finish the HTTP connections
     // together, within the deadline (plus a second for the aborts).
-    drop(listener);
     tracing::info!(live = drain.live_sockets(), "shutting down");
     let options = DrainOptions::new()
         .deadline(args.drain)

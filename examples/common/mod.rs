@@ -153,3 +153,84 @@ pub(crate) async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener>
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("the address resolved to nothing")))
 }
+
+/// Accepts connections on `listener` until Ctrl-C or SIGTERM and serves
+/// each with `app` (HTTP/1.1 or HTTP/2 with upgrades, the deadlines
+/// above), watched by `graceful`; the listener is closed when it returns,
+/// and the caller then drains the sockets and waits for the connections
+/// together.
+pub(crate) async fn serve_until_shutdown<S, B>(
+    listener: tokio::net::TcpListener,
+    app: S,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+) where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(error) => {
+                    // Typically out of file descriptors: back off a little.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Frames are written whole and coalesced by the socket: Nagle's
+        // algorithm could only delay them.
+        let _ = tcp.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            // A connection that sends nothing is dropped at the deadline;
+            // then hyper's header-read timeout bounds the headers.
+            if !matches!(first_bytes(&tcp, HANDSHAKE_TIMEOUT).await, Ok(Some(_))) {
+                return;
+            }
+            let builder = auto_builder(HANDSHAKE_TIMEOUT);
+            let conn =
+                builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tcp), service);
+            if let Err(error) = watcher.watch(conn).await {
+                tracing::debug!(error, "connection error");
+            }
+        });
+    }
+}
+
+/// Runs `serve` on a multi-threaded runtime (`threads` workers, or one per
+/// core) and turns its result into the process's exit status, printing
+/// the error if there is one.
+pub(crate) fn run(
+    threads: Option<usize>,
+    serve: impl std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
+) -> std::process::ExitCode {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = threads {
+        runtime.worker_threads(threads);
+    }
+    let result = runtime
+        .build()
+        .map_err(Into::into)
+        .and_then(|runtime| runtime.block_on(serve));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

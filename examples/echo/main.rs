@@ -114,22 +114,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stdout().is_terminal())
         .init();
 
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(threads) = args.threads {
-        runtime.worker_threads(threads);
-    }
-    let result = runtime
-        .build()
-        .map_err(Into::into)
-        .and_then(|runtime| runtime.block_on(serve(&args)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run(args.threads, serve(&args))
 }
 
 /// Accepts connections until Ctrl-C, then shuts down gracefully.
