@@ -128,36 +128,8 @@ json.dump({
 }, open(sys.argv[1], "w"), indent=1)
 PY
 
-server_pid=""
-stop_server() {
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=""
-    fi
-}
 trap stop_server EXIT
 trap 'exit 130' INT TERM
-
-# start_server NAME PORT: a fresh server pinned to the server CPU.
-start_server() {
-    local name=$1 port=$2
-    # shellcheck disable=SC2086 # server arguments are meant to split
-    taskset -c "$SERVER_CPU" "${SERVER_BIN[$name]}" --addr "127.0.0.1:$port" --threads 1 \
-        ${SERVER_ARGS[$name]:-} >"$LOG_DIR/$name.log" 2>&1 &
-    server_pid=$!
-    wait_for_port "$port"
-}
-
-# record SERVER CELL JSON-OR-EMPTY EXTRA: one line of raw.jsonl.
-record() {
-    local server=$1 cell=$2 json=$3 extra=${4:-}
-    if [[ -z "$json" ]]; then
-        json='{"errors":1,"failed":true}'
-    fi
-    python3 -c 'import json,sys; r=json.loads(sys.argv[3]); r.update(server=sys.argv[1], scenario=sys.argv[2]); r.update(json.loads(sys.argv[4] or "{}")); print(json.dumps(r))' \
-        "$server" "$cell" "$json" "$extra" >>"$RAW"
-}
 
 # measure NAME CELL LABEL DURATION [LOADGEN ARGS...]: one run against a
 # fresh server; sets json to loadgen's JSON (empty if it printed none).

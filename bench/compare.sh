@@ -116,6 +116,7 @@ PY
 
 server_pid=""
 strace_pid=""
+# stop_server, as servers.sh has it, and the strace attached to it.
 stop_server() {
     if [[ -n "$strace_pid" ]]; then
         kill -INT "$strace_pid" 2>/dev/null || true
@@ -130,28 +131,6 @@ stop_server() {
 }
 trap stop_server EXIT
 trap 'exit 130' INT TERM
-
-
-
-# start_server NAME PORT: a fresh server pinned to the server CPU.
-start_server() {
-    local name=$1 port=$2
-    # shellcheck disable=SC2086 # server arguments are meant to split
-    taskset -c "$SERVER_CPU" "${SERVER_BIN[$name]}" --addr "127.0.0.1:$port" --threads 1 \
-        ${SERVER_ARGS[$name]:-} >"$LOG_DIR/$name.log" 2>&1 &
-    server_pid=$!
-    wait_for_port "$port"
-}
-
-# record SERVER SCENARIO JSON-OR-EMPTY: one line of raw.jsonl.
-record() {
-    local server=$1 scenario=$2 json=$3 extra=${4:-}
-    if [[ -z "$json" ]]; then
-        json='{"errors":1,"failed":true}'
-    fi
-    python3 -c 'import json,sys; r=json.loads(sys.argv[3]); r.update(server=sys.argv[1], scenario=sys.argv[2]); r.update(json.loads(sys.argv[4] or "{}")); print(json.dumps(r))' \
-        "$server" "$scenario" "$json" "$extra" >>"$RAW"
-}
 
 busy=$(machine_busy_pct)
 if [[ $busy -gt $NOISE_LIMIT ]]; then

@@ -81,3 +81,38 @@ wait_for_quiet() {
     done
     echo "   (machine still busy after ${QUIET_WAIT}s: running anyway)" >&2
 }
+
+# The server a script is measuring, if one is running.
+server_pid=""
+
+# stop_server: stops that server.
+stop_server() {
+    if [[ -n "$server_pid" ]]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+        server_pid=""
+    fi
+}
+
+# start_server NAME PORT: a fresh server pinned to $SERVER_CPU with one
+# worker thread, its output in $LOG_DIR/NAME.log; fails if it does not
+# accept in time.
+start_server() {
+    local name=$1 port=$2
+    # shellcheck disable=SC2086 # server arguments are meant to split
+    taskset -c "$SERVER_CPU" "${SERVER_BIN[$name]}" --addr "127.0.0.1:$port" --threads 1 \
+        ${SERVER_ARGS[$name]:-} >"$LOG_DIR/$name.log" 2>&1 &
+    server_pid=$!
+    wait_for_port "$port"
+}
+
+# record SERVER SCENARIO JSON-OR-EMPTY [EXTRA-JSON]: one line of $RAW (a
+# failed run when loadgen printed nothing).
+record() {
+    local server=$1 scenario=$2 json=$3 extra=${4:-}
+    if [[ -z "$json" ]]; then
+        json='{"errors":1,"failed":true}'
+    fi
+    python3 -c 'import json,sys; r=json.loads(sys.argv[3]); r.update(server=sys.argv[1], scenario=sys.argv[2]); r.update(json.loads(sys.argv[4] or "{}")); print(json.dumps(r))' \
+        "$server" "$scenario" "$json" "$extra" >>"$RAW"
+}

@@ -43,21 +43,16 @@ RUNS=(
     "--mode idle --idle-count 50 --idle-hold 0.2"
 )
 
-server_pid=""
-stop_server() {
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=""
-    fi
-}
 trap stop_server EXIT
-
-
 
 failures=0
 passed=0
-for name in "${SERVERS[@]}"; do
+
+# smoke_runs NAME LOADGEN-MODE-ARGS RUN...: a fresh server NAME (two
+# worker threads, not pinned), then loadgen once per RUN against it.
+smoke_runs() {
+    local name=$1 mode=$2 port log run
+    shift 2
     port=$(free_port)
     log="$LOG_DIR/$name.log"
     # shellcheck disable=SC2086 # server arguments are meant to split
@@ -68,21 +63,25 @@ for name in "${SERVERS[@]}"; do
         cat "$log" >&2
         stop_server
         failures=$((failures + 1))
-        continue
+        return
     fi
-    for run in "${RUNS[@]}"; do
-        # shellcheck disable=SC2086 # the run's arguments are meant to split
-        if timeout 60 "$BIN/loadgen" --addr "127.0.0.1:$port" --label "$name" \
+    for run in "$@"; do
+        # shellcheck disable=SC2086 # the mode's and run's arguments are meant to split
+        if timeout 60 "$BIN/loadgen" $mode --addr "127.0.0.1:$port" --label "$name" \
             $run --duration "$SECS" --warmup 0.1 >/dev/null 2>"$LOG_DIR/loadgen.err"; then
-            echo "ok   $name: $run"
+            echo "ok   $name: ${mode:+$mode }$run"
             passed=$((passed + 1))
         else
-            echo "FAIL $name: $run" >&2
+            echo "FAIL $name: ${mode:+$mode }$run" >&2
             cat "$LOG_DIR/loadgen.err" >&2
             failures=$((failures + 1))
         fi
     done
     stop_server
+}
+
+for name in "${SERVERS[@]}"; do
+    smoke_runs "$name" "" "${RUNS[@]}"
 done
 
 # The broadcast scenario: every delivery is checked by every subscriber.
@@ -91,31 +90,7 @@ BROADCAST_RUNS=(
     "--subscribers 50 --publishers 3 --in-flight 4 --size 1000"
 )
 for name in "${BROADCAST_SERVERS[@]}"; do
-    port=$(free_port)
-    log="$LOG_DIR/$name.log"
-    # shellcheck disable=SC2086 # server arguments are meant to split
-    "${SERVER_BIN[$name]}" --addr "127.0.0.1:$port" --threads 2 ${SERVER_ARGS[$name]:-} >"$log" 2>&1 &
-    server_pid=$!
-    if ! wait_for_port "$port"; then
-        echo "FAIL $name: server did not start; its log:" >&2
-        cat "$log" >&2
-        stop_server
-        failures=$((failures + 1))
-        continue
-    fi
-    for run in "${BROADCAST_RUNS[@]}"; do
-        # shellcheck disable=SC2086 # the run's arguments are meant to split
-        if timeout 60 "$BIN/loadgen" --mode broadcast --addr "127.0.0.1:$port" --label "$name" \
-            $run --duration "$SECS" --warmup 0.1 >/dev/null 2>"$LOG_DIR/loadgen.err"; then
-            echo "ok   $name: broadcast $run"
-            passed=$((passed + 1))
-        else
-            echo "FAIL $name: broadcast $run" >&2
-            cat "$LOG_DIR/loadgen.err" >&2
-            failures=$((failures + 1))
-        fi
-    done
-    stop_server
+    smoke_runs "$name" "--mode broadcast" "${BROADCAST_RUNS[@]}"
 done
 
 # permessage-deflate: bench/deflate's Node client and deflate-load against

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::sync::{Mutex, PoisonError};
 
+use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
 use slab::Slab;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -198,6 +199,44 @@ impl<T: Clone> Room<T> {
     pub fn publish(&self, message: &T) {
         for (_, sender) in self.lock().iter() {
             let _ = sender.send(message.clone());
+        }
+    }
+
+    /// A subscriber on a library's `Stream + Sink` socket, as the peers
+    /// with one broadcast naturally: the socket is split, a writer task
+    /// does one `SinkExt::send` (write and flush) per message the room
+    /// queues, and the read half is read only to see the close (the
+    /// library answers it on the read), after which the subscriber leaves.
+    pub async fn subscribe<W, E>(&self, socket: W)
+    where
+        W: Stream<Item = Result<T, E>> + Sink<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (mut sink, mut stream) = socket.split();
+        let (sender, mut messages) = tokio::sync::mpsc::unbounded_channel();
+        let id = self.join(sender);
+        tokio::spawn(async move {
+            while let Some(message) = messages.recv().await {
+                if sink.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+        while let Some(Ok(_)) = stream.next().await {}
+        self.leave(id);
+    }
+
+    /// A publisher on a library's socket: every message read for which
+    /// `is_data` holds (text and binary) goes to every subscriber.
+    pub async fn publish_all<E>(
+        &self,
+        mut socket: impl Stream<Item = Result<T, E>> + Unpin,
+        is_data: impl Fn(&T) -> bool,
+    ) {
+        while let Some(Ok(message)) = socket.next().await {
+            if is_data(&message) {
+                self.publish(&message);
+            }
         }
     }
 

@@ -27,8 +27,6 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use axum::serve::ListenerExt as _;
-use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::mpsc;
 use tower_websockets_bench::Room;
 
 /// The broadcast room, shared by the `/sub` and `/pub` routes.
@@ -68,35 +66,14 @@ async fn echo(mut socket: WebSocket) {
 }
 
 async fn publisher(ws: WebSocketUpgrade, State(room): State<SharedRoom>) -> Response {
-    ws.on_upgrade(move |socket| publish(socket, room))
-}
-
-/// Every text or binary message read goes to every subscriber.
-async fn publish(mut socket: WebSocket, room: SharedRoom) {
-    while let Some(Ok(message)) = socket.recv().await {
-        if matches!(message, Message::Text(_) | Message::Binary(_)) {
-            room.publish(&message);
-        }
-    }
+    ws.on_upgrade(move |socket| async move {
+        room.publish_all(socket, |m| {
+            matches!(m, Message::Text(_) | Message::Binary(_))
+        })
+        .await;
+    })
 }
 
 async fn subscriber(ws: WebSocketUpgrade, State(room): State<SharedRoom>) -> Response {
-    ws.on_upgrade(move |socket| subscribe(socket, room))
-}
-
-/// A writer task sends what the room queues; the read half only sees the
-/// close (tungstenite answers it on the read).
-async fn subscribe(socket: WebSocket, room: SharedRoom) {
-    let (mut sink, mut stream) = socket.split();
-    let (sender, mut messages) = mpsc::unbounded_channel();
-    let id = room.join(sender);
-    tokio::spawn(async move {
-        while let Some(message) = messages.recv().await {
-            if sink.send(message).await.is_err() {
-                break;
-            }
-        }
-    });
-    while let Some(Ok(_)) = stream.next().await {}
-    room.leave(id);
+    ws.on_upgrade(move |socket| async move { room.subscribe(socket).await })
 }

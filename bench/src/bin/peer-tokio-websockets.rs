@@ -25,7 +25,6 @@ use std::sync::Arc;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_websockets::{Message, ServerBuilder, WebSocketStream};
 use tower_websockets_bench::{Role, Room};
 
@@ -57,8 +56,10 @@ async fn connection(tcp: TcpStream, room: Arc<Room<Message>>) {
     // larger than before they existed (scenario g counts its bytes).
     match Role::from_path(request.uri().path().as_bytes()) {
         Role::Echo => echo(ws).await,
-        Role::Subscriber => Box::pin(subscribe(ws, &room)).await,
-        Role::Publisher => Box::pin(publish(ws, &room)).await,
+        Role::Subscriber => Box::pin(room.subscribe(ws)).await,
+        Role::Publisher => {
+            Box::pin(room.publish_all(ws, |m| m.is_text() || m.is_binary())).await;
+        }
     }
 }
 
@@ -68,30 +69,4 @@ async fn echo(mut ws: WebSocketStream<TcpStream>) {
             break;
         }
     }
-}
-
-/// Every text or binary message read goes to every subscriber.
-async fn publish(mut ws: WebSocketStream<TcpStream>, room: &Room<Message>) {
-    while let Some(Ok(message)) = ws.next().await {
-        if message.is_text() || message.is_binary() {
-            room.publish(&message);
-        }
-    }
-}
-
-/// A writer task sends what the room queues; the read half only sees the
-/// close (the library answers it on the read).
-async fn subscribe(ws: WebSocketStream<TcpStream>, room: &Room<Message>) {
-    let (mut sink, mut stream) = ws.split();
-    let (sender, mut messages) = mpsc::unbounded_channel();
-    let id = room.join(sender);
-    tokio::spawn(async move {
-        while let Some(message) = messages.recv().await {
-            if sink.send(message).await.is_err() {
-                break;
-            }
-        }
-    });
-    while let Some(Ok(_)) = stream.next().await {}
-    room.leave(id);
 }
