@@ -405,6 +405,19 @@ impl Connection {
 
     // ----- sending -----
 
+    /// Whether this side may still send: not once the connection is
+    /// finished, nor once our Close is queued.
+    #[inline]
+    fn can_send(&self) -> Result<(), SendRejected> {
+        if self.state().is_finished() {
+            Err(SendRejected::Finished)
+        } else if self.close_started() {
+            Err(SendRejected::AfterClose)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Queues a data frame of `payload`, `text` or binary, ending the
     /// message if `fin`: its header, and its payload too if `copy` (the
     /// caller streams an uncopied payload itself, see [`Queued::Header`]).
@@ -416,12 +429,7 @@ impl Connection {
         fin: bool,
         copy: bool,
     ) -> Result<Queued, SendRejected> {
-        if self.state().is_finished() {
-            return Err(SendRejected::Finished);
-        }
-        if self.close_started() {
-            return Err(SendRejected::AfterClose);
-        }
+        self.can_send()?;
         let kind = if text { OpCode::Text } else { OpCode::Binary };
         let opcode = match self.sending {
             Some(open) if open != kind => return Err(SendRejected::TypeChanged),
@@ -461,12 +469,7 @@ impl Connection {
         ping: bool,
         payload: &[u8],
     ) -> Result<(), SendRejected> {
-        if self.state().is_finished() {
-            return Err(SendRejected::Finished);
-        }
-        if self.close_started() {
-            return Err(SendRejected::AfterClose);
-        }
+        self.can_send()?;
         if self.frame_in_progress || payload.len() > 125 {
             return Err(SendRejected::NotNow);
         }
@@ -482,12 +485,7 @@ impl Connection {
     /// connection's window. Nothing may interrupt a half-written frame or
     /// an open fragmented message ([`SendRejected::NotNow`]).
     pub(crate) fn queue_prepared(&mut self, frames: &SharedFrames) -> Result<(), SendRejected> {
-        if self.state().is_finished() {
-            return Err(SendRejected::Finished);
-        }
-        if self.close_started() {
-            return Err(SendRejected::AfterClose);
-        }
+        self.can_send()?;
         if self.mid_message() {
             return Err(SendRejected::NotNow);
         }
